@@ -1,0 +1,48 @@
+"""Shared fixtures. The autouse guard fails any test that leaves shared memory
+or a child process behind, and cleans up after it so one leak does not cascade."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import signal
+
+import psutil
+import pytest
+
+from streamenc.ring import _unlink_all
+
+
+def _ours(child: psutil.Process) -> bool:
+    """A child a test started, not multiprocessing's own long-lived resource tracker."""
+    try:
+        return child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _shm_entries() -> set[str]:
+    return {os.path.basename(p) for p in glob.glob("/dev/shm/*streamenc*")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    before = _shm_entries()
+    yield
+    me = psutil.Process()
+    children = [c for c in me.children(recursive=True) if _ours(c)]
+    for c in children:
+        with contextlib.suppress(psutil.Error):
+            c.send_signal(signal.SIGKILL)
+    psutil.wait_procs(children, timeout=5)
+    leaked = sorted(_shm_entries() - before)
+    for entry in leaked:
+        if not entry.startswith("sem."):
+            _unlink_all(entry)
+    leaked_now = sorted(_shm_entries() - before)
+    for entry in leaked_now:  # lone semaphores
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join("/dev/shm", entry))
+    if leaked or children:
+        pytest.fail(f"test leaked shm entries {leaked} and child processes {[c.pid for c in children]}")
