@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXT    := $(VENV)/.ext-built
+LEROBOT := $(VENV)/.lerobot-installed
 OUT    ?= bench/out
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv lerobot demo test bench lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -16,16 +17,27 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,dev]'
 	touch $@
 
+# The real lerobot 0.4.4 for the integration tests. Its own pins conflict with what
+# installs here, so: torch first, lerobot without deps, then a known-good set.
+# av<16 is lerobot's pin; streamenc supports av>=14, so both live in one venv.
+$(LEROBOT): $(STAMP)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --no-deps lerobot==0.4.4
+	$(BIN)/python -m pip install -q -r tests/requirements-lerobot.txt
+	touch $@
+
 # rebuild the Cython core in place whenever its sources change
 $(EXT): $(STAMP) csrc/_ring.pyx csrc/ring_layout.pxd csrc/ring_layout.h
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
-demo: venv
-	$(BIN)/python bench/ring_demo.py
+lerobot: $(LEROBOT)
 
-test: venv
-	$(BIN)/python -m pytest tests
+demo: venv
+	$(BIN)/python -m streamenc.demo
+
+test: venv $(LEROBOT)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
 
 bench: venv
 	mkdir -p $(OUT)

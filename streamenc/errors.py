@@ -4,6 +4,10 @@ who do not know streamenc."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
+
 
 class StreamencError(Exception):
     """Base class of every error streamenc raises on purpose."""
@@ -12,6 +16,10 @@ class StreamencError(Exception):
 class FrameError(StreamencError, ValueError):
     """A frame of the wrong shape, dtype, layout or range. Nothing is recorded
     for it, and the ring or episode stays usable."""
+
+
+class ConfigError(StreamencError, ValueError):
+    """An encoder or recorder setting is out of range; raised at construction."""
 
 
 class RingTimeout(StreamencError, TimeoutError):
@@ -50,9 +58,21 @@ class DiskFull(StreamencError, OSError):
         super().__init__(f"disk full writing {path}: needed {needed} more bytes")
 
 
+@contextlib.contextmanager
+def disk_full_guard(path: object, needed: int) -> Iterator[None]:
+    """Turn ENOSPC (and EDQUOT) from the block into DiskFull naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, DiskFull):
+            raise DiskFull(str(path), needed) from e
+        raise
+
+
 __all__ = [
     "StreamencError",
     "FrameError",
+    "ConfigError",
     "RingTimeout",
     "PeerDied",
     "ShmTooSmall",

@@ -267,6 +267,12 @@ class FrameRing:
         self._check_open()
         return self._core.head - self._core.tail
 
+    @property
+    def available(self) -> int:
+        """Consumer side: frames committed that this consumer has not taken yet."""
+        self._check_open()
+        return self._core.head - self._next + self._credit
+
     def header(self) -> dict:
         """The segment header, for diagnostics."""
         self._check_open()

@@ -1,0 +1,235 @@
+"""Encoder settings and the codec probe.
+
+Settings use LeRobot's names and defaults (vcodec, pix_fmt, g, crf, preset,
+fast_decode) and are mapped per encoder family. The probe opens a real encoder
+session and encodes one frame: FFmpeg listing an encoder (what LeRobot 0.4.4's
+vcodec="auto" checks) says nothing about whether a GPU or driver is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .errors import ConfigError, EncoderUnavailable
+
+log = logging.getLogger("streamenc")
+
+NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+AUTO_ORDER = (*NVENC, "libsvtav1", "libx264")
+KNOWN = frozenset(AUTO_ORDER)
+PIX_FMTS = frozenset({"yuv420p", "yuv444p", "yuv420p10le"})
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+PROBE_SIZE = (256, 256)  # NVENC refuses frames narrower than 145 px
+
+
+def quiet_svt() -> None:
+    """SVT-AV1 prints its banner to stderr unless told otherwise; keep only its errors."""
+    os.environ.setdefault("SVT_LOG", "1")
+
+
+def default_threads(cameras: int = 1) -> int:
+    """Encoder threads per camera: the cores we may use, split across the cameras."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, cameras))
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How each camera is encoded. Names and defaults follow LeRobot.
+
+    ``vcodec="auto"`` takes the first encoder of NVENC, SVT-AV1, x264 that really
+    opens on this machine. ``preset`` is SVT's 0..13, x264's name, or NVENC's 1..7
+    (p1..p7); None picks a real-time default per encoder. ``threads`` caps each
+    encoder (SVT ``lp``, x264 ``threads``); None splits the cores across the cameras.
+    """
+
+    vcodec: str = "libsvtav1"
+    pix_fmt: str = "yuv420p"
+    g: int = 2
+    crf: int = 30
+    preset: int | str | None = None
+    fast_decode: int = 0
+    threads: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.vcodec != "auto" and self.vcodec not in KNOWN:
+            raise ConfigError(f"vcodec {self.vcodec!r} is not one of auto, {', '.join(AUTO_ORDER)}")
+        if self.pix_fmt not in PIX_FMTS:
+            raise ConfigError(f"pix_fmt {self.pix_fmt!r} is not one of {sorted(PIX_FMTS)}")
+        if not isinstance(self.g, int) or self.g < 1:
+            raise ConfigError(f"g (keyframe interval) must be an int >= 1, got {self.g!r}")
+        if not isinstance(self.crf, int) or not 0 <= self.crf <= 63:
+            raise ConfigError(f"crf must be an int in 0..63, got {self.crf!r}")
+        if self.fast_decode not in (0, 1, 2):
+            raise ConfigError(f"fast_decode must be 0, 1 or 2, got {self.fast_decode!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads must be None or an int >= 1, got {self.threads!r}")
+        if self.vcodec != "auto":
+            codec_options(self, self.vcodec)  # validates preset and crf for that family
+
+    def with_codec(self, vcodec: str) -> EncoderConfig:
+        return dataclasses.replace(self, vcodec=vcodec)
+
+
+def _family(vcodec: str) -> str:
+    return "nvenc" if vcodec in NVENC else vcodec
+
+
+def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | None = None) -> dict[str, str]:
+    """FFmpeg options for ``vcodec`` (default cfg.vcodec) from LeRobot-style settings."""
+    vcodec = vcodec or cfg.vcodec
+    threads = threads or cfg.threads
+    fam = _family(vcodec)
+    opts: dict[str, str] = {"g": str(cfg.g)}
+    if fam == "libsvtav1":
+        preset = 12 if cfg.preset is None else cfg.preset
+        if not isinstance(preset, int) or not -1 <= preset <= 13:
+            raise ConfigError(f"libsvtav1 preset must be an int in -1..13, got {preset!r}")
+        opts.update(crf=str(cfg.crf), preset=str(preset))
+        params = []
+        if threads:
+            params.append(f"lp={threads}")
+        if cfg.fast_decode:
+            params.append(f"fast-decode={cfg.fast_decode}")
+        if params:
+            opts["svtav1-params"] = ":".join(params)
+    elif fam == "libx264":
+        preset = "veryfast" if cfg.preset is None else cfg.preset
+        if preset not in X264_PRESETS:
+            raise ConfigError(f"libx264 preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+        if cfg.crf > 51:
+            raise ConfigError(f"libx264 crf must be in 0..51, got {cfg.crf}")
+        # no B-frames: in fragmented MP4 they push the first pts one frame late, which
+        # breaks timestamp-based frame lookup (LeRobot's); fewer frames in flight, too
+        opts.update(crf=str(cfg.crf), preset=str(preset), bf="0")
+        if threads:
+            opts["threads"] = str(threads)
+        if cfg.fast_decode:
+            opts["tune"] = "fastdecode"
+    elif fam == "nvenc":
+        preset = 4 if cfg.preset is None else cfg.preset
+        if isinstance(preset, str) and preset.startswith("p") and preset[1:].isdigit():
+            preset = int(preset[1:])
+        if not isinstance(preset, int) or not 1 <= preset <= 7:
+            raise ConfigError(f"NVENC preset must be 1..7 (p1..p7), got {cfg.preset!r}")
+        if cfg.crf > 51:
+            raise ConfigError(f"NVENC cq (crf) must be in 0..51, got {cfg.crf}")
+        opts.update(preset=f"p{preset}", rc="vbr", cq=str(cfg.crf), b="0")
+    else:
+        raise ConfigError(f"no option mapping for {vcodec!r}")
+    opts.update(cfg.extra)
+    return opts
+
+
+def input_format(vcodec: str) -> str:
+    """The pixel format frames are handed to the encoder in. NVENC takes packed RGB and
+    converts to YUV on the GPU; the CPU encoders get yuv converted by swscale."""
+    return "rgb0" if _family(vcodec) == "nvenc" else ""
+
+
+def stream_pix_fmt(cfg: EncoderConfig, vcodec: str) -> str:
+    return input_format(vcodec) or cfg.pix_fmt
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """One probe result: whether ``name`` opened a session, and FFmpeg's words if not."""
+
+    name: str
+    usable: bool
+    reason: str
+
+
+_lock = threading.Lock()
+_cache: dict[tuple, EncoderInfo] = {}
+_logged: set[tuple] = set()
+
+
+def _try_open(vcodec: str, cfg: EncoderConfig) -> EncoderInfo:
+    try:
+        av.codec.Codec(vcodec, "w")
+    except Exception as e:  # not built into this FFmpeg
+        return EncoderInfo(vcodec, False, f"not in this FFmpeg build: {e}")
+    w, h = PROBE_SIZE
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # FFmpeg's reason ("Cannot load libcuda.so.1") goes to the logs
+    with av.logging.Capture(local=False) as logs:
+        try:
+            ctx = av.CodecContext.create(vcodec, "w")
+            ctx.width, ctx.height = w, h
+            ctx.pix_fmt = stream_pix_fmt(cfg, vcodec)
+            ctx.time_base = Fraction(1, 30)
+            ctx.framerate = Fraction(30, 1)
+            ctx.options = codec_options(cfg, vcodec, threads=1)
+            frame = av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24")
+            frame = frame.reformat(format=ctx.pix_fmt)
+            frame.pts = 0
+            packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+            if not packets:
+                return EncoderInfo(vcodec, False, "opened but produced no packet for one frame")
+        except Exception as e:
+            text = "; ".join(m.strip() for _, _, m in logs if m.strip())
+            reason = f"{type(e).__name__}: {e}"
+            if text and text not in reason:
+                reason += f" | ffmpeg: {text}"
+            return EncoderInfo(vcodec, False, reason)
+        finally:
+            av.logging.set_level(level)
+    return EncoderInfo(vcodec, True, "opened a session and encoded a frame")
+
+
+def probe(config: EncoderConfig | None = None, refresh: bool = False) -> list[EncoderInfo]:
+    """Try every known encoder with ``config``'s options. Cached per process."""
+    cfg = config or EncoderConfig()
+    quiet_svt()
+    out = []
+    with _lock:
+        for name in AUTO_ORDER:
+            try:
+                opts = tuple(sorted(codec_options(cfg, name, threads=1).items()))
+            except ConfigError as e:
+                out.append(EncoderInfo(name, False, f"settings do not fit this encoder: {e}"))
+                continue
+            key = (name, cfg.pix_fmt, opts)
+            if refresh or key not in _cache:
+                _cache[key] = _try_open(name, cfg)
+            out.append(_cache[key])
+    return out
+
+
+def select(config: EncoderConfig) -> str:
+    """The encoder to use. ``auto`` takes the first usable in NVENC, SVT-AV1, x264 order;
+    a named encoder that does not open raises EncoderUnavailable, never a silent fallback."""
+    results = probe(config)
+    usable = [r.name for r in results if r.usable]
+    if config.vcodec == "auto":
+        if not usable:
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in results)
+            raise EncoderUnavailable(f"no usable video encoder on this machine ({reasons})")
+        choice = usable[0]
+    else:
+        info = next(r for r in results if r.name == config.vcodec)
+        if not info.usable:
+            raise EncoderUnavailable(
+                f"{config.vcodec} cannot be used here: {info.reason}. "
+                f"Usable: {', '.join(usable) or 'none'}; vcodec='auto' picks the first of them."
+            )
+        choice = config.vcodec
+    key = (config.vcodec, choice)
+    if key not in _logged:
+        _logged.add(key)
+        rejected = ", ".join(r.name for r in results if not r.usable)
+        log.info("streamenc: encoder %s (asked for %s; rejected: %s)", choice, config.vcodec, rejected or "none")
+    return choice

@@ -1,0 +1,135 @@
+"""The PNG fallback: LeRobot's image layout, written by a bounded thread pool.
+
+Used when asked (``png_fallback=True``) or when /dev/shm cannot hold the rings.
+Unlike LeRobot's AsyncImageWriter, the queue is bounded (a full pool makes
+add_frame wait instead of growing memory without limit) and a failed write is
+raised at ``end_episode()``, never only printed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import StreamencError, disk_full_guard
+from .stats import EpisodeStats
+
+
+def episode_dir(root: Path, camera: str, episode: int) -> Path:
+    return Path(root) / "images" / camera / f"episode-{episode:06d}"
+
+
+def frame_path(root: Path, camera: str, episode: int, index: int) -> Path:
+    return episode_dir(root, camera, episode) / f"frame-{index:06d}.png"
+
+
+_local = threading.local()
+
+
+def encode_png(frame: np.ndarray, level: int = 1) -> bytes:
+    """PNG bytes of an HWC uint8 RGB frame. compression level 1, as LeRobot for video keys."""
+    h, w = frame.shape[:2]
+    ctx = getattr(_local, "ctx", None)
+    if ctx is None or (ctx.width, ctx.height) != (w, h):
+        ctx = av.CodecContext.create("png", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = w, h, "rgb24"
+        ctx.options = {"compression_level": str(level)}
+        _local.ctx = ctx
+    packets = ctx.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
+    return b"".join(bytes(p) for p in packets)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class PngWriter:
+    """Writes each camera's frames as PNGs through a bounded pool; collects the first error."""
+
+    def __init__(
+        self, root: Path, cameras: dict[str, tuple[int, int, int]], threads: int = 4, max_pending: int = 256
+    ) -> None:
+        self.root = Path(root)
+        self.cameras = cameras
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="streamenc-png")
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._lock = threading.Lock()
+        self._pending: set[Future] = set()
+        self._errors: list[BaseException] = []
+        self._stats: dict[str, EpisodeStats] = {c: EpisodeStats(*s) for c, s in cameras.items()}
+        self.written = dict.fromkeys(cameras, 0)
+        self.write = write_file  # the one place a test injects a writer fault
+
+    def start_episode(self, episode: int) -> None:
+        for camera in self.cameras:
+            episode_dir(self.root, camera, episode).mkdir(parents=True, exist_ok=True)
+            self._stats[camera].reset()
+            self.written[camera] = 0
+
+    def submit(self, camera: str, episode: int, index: int, frame: np.ndarray) -> None:
+        """Queue one frame; waits when max_pending frames are already queued."""
+        self._slots.acquire()
+        own = np.array(frame, copy=True)  # the caller may reuse its buffer at once
+        fut = self._pool.submit(self._write_one, camera, frame_path(self.root, camera, episode, index), own)
+        with self._lock:
+            self._pending.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _write_one(self, camera: str, path: Path, frame: np.ndarray) -> None:
+        data = encode_png(frame)
+        with disk_full_guard(path, len(data)):
+            self.write(path, data)
+        with self._lock:
+            self._stats[camera].update(frame)
+            self.written[camera] += 1
+
+    def _done(self, fut: Future) -> None:
+        with self._lock:
+            self._pending.discard(fut)
+            if fut.exception() is not None:
+                self._errors.append(fut.exception())
+        self._slots.release()
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def wait(self) -> None:
+        """Wait for every queued write; raise the first error (DiskFull for ENOSPC)."""
+        with self._lock:
+            pending = list(self._pending)
+        for fut in pending:
+            fut.exception()
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            first = errors[0]
+            if isinstance(first, StreamencError):
+                raise first
+            raise StreamencError(
+                f"{len(errors)} PNG write(s) failed; first: {type(first).__name__}: {first}"
+            ) from first
+
+    def stats(self, camera: str) -> dict | None:
+        return self._stats[camera].lerobot()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def remove_episode(root: Path, camera: str, episode: int) -> None:
+    d = episode_dir(root, camera, episode)
+    if d.is_dir():
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+    parent = d.parent
+    if parent.is_dir() and not any(parent.iterdir()):
+        os.rmdir(parent)

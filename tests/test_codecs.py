@@ -1,0 +1,93 @@
+"""Encoder settings: LeRobot names mapped per family, bad values refused, and the probe."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from streamenc import ConfigError, EncoderConfig, EncoderUnavailable, probe
+from streamenc.codecs import codec_options, input_format, select
+
+
+def test_defaults_are_lerobots():
+    cfg = EncoderConfig()
+    assert (cfg.vcodec, cfg.pix_fmt, cfg.g, cfg.crf, cfg.fast_decode) == ("libsvtav1", "yuv420p", 2, 30, 0)
+    assert codec_options(cfg) == {"g": "2", "crf": "30", "preset": "12"}
+
+
+def test_svt_mapping_uses_svtav1_params_for_threads_and_fast_decode():
+    opts = codec_options(EncoderConfig(preset=8, crf=35, g=30, fast_decode=1, threads=3))
+    assert opts == {"g": "30", "crf": "35", "preset": "8", "svtav1-params": "lp=3:fast-decode=1"}
+    assert codec_options(EncoderConfig(), threads=1)["svtav1-params"] == "lp=1"
+
+
+def test_x264_mapping():
+    opts = codec_options(EncoderConfig(vcodec="libx264", crf=23, threads=2, fast_decode=1))
+    assert opts == {"g": "2", "crf": "23", "preset": "veryfast", "bf": "0", "threads": "2", "tune": "fastdecode"}
+    assert codec_options(EncoderConfig(vcodec="libx264", preset="ultrafast"))["preset"] == "ultrafast"
+    assert input_format("libx264") == ""
+
+
+@pytest.mark.parametrize("name", ["h264_nvenc", "hevc_nvenc", "av1_nvenc"])
+def test_nvenc_mapping_takes_rgb_and_constant_quality(name):
+    opts = codec_options(EncoderConfig(vcodec=name, preset=2, crf=28, threads=4))
+    assert opts == {"g": "2", "preset": "p2", "rc": "vbr", "cq": "28", "b": "0"}
+    assert codec_options(EncoderConfig(vcodec=name, preset="p7"))["preset"] == "p7"
+    assert codec_options(EncoderConfig(vcodec=name))["preset"] == "p4"
+    assert input_format(name) == "rgb0"  # converted to YUV on the GPU, not by swscale
+
+
+def test_extra_options_pass_through():
+    assert codec_options(EncoderConfig(extra={"svtav1-params": "tune=0"}))["svtav1-params"] == "tune=0"
+
+
+@pytest.mark.parametrize(
+    "kwargs,what",
+    [
+        ({"vcodec": "h265"}, "vcodec"),
+        ({"pix_fmt": "rgb24"}, "pix_fmt"),
+        ({"g": 0}, "g"),
+        ({"g": 2.5}, "g"),
+        ({"crf": 64}, "crf"),
+        ({"crf": -1}, "crf"),
+        ({"fast_decode": 3}, "fast_decode"),
+        ({"threads": 0}, "threads"),
+        ({"preset": 14}, "preset"),
+        ({"preset": "fast"}, "preset"),
+        ({"vcodec": "libx264", "preset": 5}, "preset"),
+        ({"vcodec": "libx264", "crf": 52}, "crf"),
+        ({"vcodec": "h264_nvenc", "preset": "p8"}, "preset"),
+        ({"vcodec": "h264_nvenc", "crf": 60}, "cq"),
+    ],
+)
+def test_invalid_settings_raise_a_value_error_at_construction(kwargs, what):
+    with pytest.raises(ConfigError, match=what) as info:
+        EncoderConfig(**kwargs)
+    assert isinstance(info.value, ValueError)
+
+
+def _has_nvidia_driver() -> bool:
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")
+
+
+def test_probe_opens_real_sessions():
+    results = {r.name: r for r in probe()}
+    assert list(results) == ["h264_nvenc", "hevc_nvenc", "av1_nvenc", "libsvtav1", "libx264"]
+    assert results["libsvtav1"].usable and results["libx264"].usable
+    assert probe() == list(results.values())  # cached: same answers
+
+
+@pytest.mark.skipif(_has_nvidia_driver(), reason="this machine has an NVIDIA driver; NVENC may really open")
+def test_without_nvidia_nvenc_is_rejected_with_ffmpegs_reason_and_auto_picks_svt():
+    results = {r.name: r for r in probe()}
+    for name in ("h264_nvenc", "hevc_nvenc", "av1_nvenc"):
+        assert not results[name].usable
+        assert name in results[name].reason and "Error" in results[name].reason
+    assert select(EncoderConfig(vcodec="auto")) == "libsvtav1"
+    with pytest.raises(EncoderUnavailable, match=r"h264_nvenc cannot be used here: .*Usable: libsvtav1, libx264"):
+        select(EncoderConfig(vcodec="h264_nvenc"))
+
+
+def test_named_usable_codec_is_taken_as_is():
+    assert select(EncoderConfig(vcodec="libx264")) == "libx264"

@@ -1,0 +1,205 @@
+"""Recorder end to end: frames in, MP4s out, decoded and checked frame by frame."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from streamenc import EncoderConfig, FrameError, Recorder, StreamencError
+from streamenc.synthetic import SyntheticCamera
+from streamenc.verify import check
+
+H, W = 240, 320
+FPS = 30
+
+
+@pytest.fixture(scope="module")
+def cams():
+    return {"left": SyntheticCamera(H, W, seed=1), "right": SyntheticCamera(H, W, seed=2)}
+
+
+def _record(rec: Recorder, cams: dict, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        rec.add_frame({name: cam.frame(i) for name, cam in cams.items()})
+
+
+def _assert_video(path, cam, n, max_error=8.0):
+    c = check(path, cam)
+    assert c.frames == n
+    assert c.in_order(n), c.indices[:20]
+    assert c.cfr(FPS), c.times[:5]
+    assert c.fps == FPS
+    assert c.max_mean_abs_error < max_error  # lossy, but the picture is the one we sent
+    return c
+
+
+@pytest.mark.parametrize("vcodec", ["libsvtav1", "libx264"])
+def test_two_cameras_encode_and_decode_frame_for_frame(tmp_path, cams, vcodec):
+    n = 160
+    with Recorder(
+        tmp_path, fps=FPS, cameras={"left": (H, W), "right": (H, W)}, encoder=EncoderConfig(vcodec=vcodec)
+    ) as rec:
+        assert rec.codec == vcodec
+        rec.start_episode()
+        _record(rec, cams, 0, n)
+        videos = rec.end_episode()
+    assert set(videos) == {"left", "right"}
+    for name, video in videos.items():
+        assert video.path == tmp_path / "videos" / name / "episode-000000.mp4"
+        assert (video.frames, video.codec) == (n, vcodec)
+        assert video.stats["mean"].shape == (3, 1, 1)
+        _assert_video(video.path, cams[name], n)
+
+
+def test_episodes_reuse_encoder_processes_and_cancel_leaves_nothing(tmp_path, cams):
+    cameras = {"left": (H, W), "right": (H, W)}
+    with Recorder(tmp_path, fps=FPS, cameras=cameras) as rec:
+        pids = {c: h.pid for c, h in rec.health().items()}
+        counts = {0: 40, 1: 55, 2: 31}
+        for ep in range(3):
+            rec.start_episode()
+            if ep == 1:  # a cancelled take; the re-record gets the same episode index
+                _record(rec, cams, 0, 25)
+                rec.cancel_episode()
+                rec.start_episode()
+            _record(rec, cams, 0, counts[ep])
+            videos = rec.end_episode()
+            assert {v.frames for v in videos.values()} == {counts[ep]}
+        assert {c: h.pid for c, h in rec.health().items()} == pids  # same processes throughout
+        assert all(h.encoded == sum(counts.values()) + 25 for h in rec.health().values())
+    for name in cameras:
+        files = sorted(os.listdir(tmp_path / "videos" / name))
+        assert files == ["episode-000000.mp4", "episode-000001.mp4", "episode-000002.mp4"]
+        for ep, n in counts.items():
+            _assert_video(tmp_path / "videos" / name / f"episode-{ep:06d}.mp4", cams[name], n)
+
+
+@pytest.mark.parametrize(
+    "bad,what",
+    [
+        (lambda f: {"left": f.transpose(2, 0, 1).copy(), "right": f}, "CHW"),
+        (lambda f: {"left": f.astype(np.float32) / 255, "right": f}, "float"),
+        (lambda f: {"left": f[..., 0].copy(), "right": f}, "shape"),
+        (lambda f: {"left": f[:100], "right": f}, "shape"),
+        (lambda f: {"left": f.astype(np.uint16), "right": f}, "uint8"),
+        (lambda f: {"left": f}, "missing"),
+        (lambda f: {"left": f, "right": f, "top": f}, "unknown"),
+        (lambda f: {"left": f.tolist(), "right": f}, "numpy"),
+        (lambda f: [f, f], "dict"),
+    ],
+)
+def test_bad_frames_raise_frame_error_and_the_episode_goes_on(tmp_path, cams, bad, what):
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W), "right": (H, W)}) as rec:
+        rec.start_episode()
+        _record(rec, cams, 0, 10)
+        with pytest.raises(FrameError, match=what):
+            rec.add_frame(bad(cams["left"].expected(10)))
+        assert {h.queued + h.encoded for h in rec.health().values()} == {10}  # nothing of the bad call
+        _record(rec, cams, 10, 10)
+        videos = rec.end_episode()
+    for name, video in videos.items():
+        _assert_video(video.path, cams[name], 20)
+
+
+def test_non_contiguous_frames_are_accepted(tmp_path, cams):
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}) as rec:
+        rec.start_episode()
+        for i in range(12):
+            padded = np.zeros((H, W + 8, 3), np.uint8)
+            padded[:, :W] = cams["left"].frame(i)
+            rec.add_frame({"left": padded[:, :W]})
+        video = rec.end_episode()["left"]
+    _assert_video(video.path, cams["left"], 12)
+
+
+def test_misuse_gives_clear_errors(tmp_path, cams):
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}) as rec:
+        with pytest.raises(StreamencError, match="start_episode"):
+            rec.add_frame({"left": cams["left"].frame(0)})
+        rec.start_episode(5)
+        with pytest.raises(StreamencError, match="still open"):
+            rec.start_episode()
+        _record(rec, {"left": cams["left"]}, 0, 3)
+        rec.end_episode()
+        with pytest.raises(StreamencError, match="already exists"):
+            rec.start_episode(5)
+    with pytest.raises(StreamencError, match="closed"):
+        rec.start_episode()
+    with pytest.raises(StreamencError, match="shape"):
+        Recorder(tmp_path, cameras={"odd": (241, 320)})
+    with pytest.raises(StreamencError, match="camera name"):
+        Recorder(tmp_path, cameras={"a/b": (H, W)})
+
+
+def test_close_ends_processes_and_segments_even_when_the_body_raises(tmp_path, cams):
+    before = {e for e in os.listdir("/dev/shm") if "streamenc" in e}
+    with pytest.raises(RuntimeError, match="robot fell over"):
+        with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W), "right": (H, W)}) as rec:
+            pids = [h.pid for h in rec.health().values()]
+            rec.start_episode()
+            _record(rec, cams, 0, 15)
+            raise RuntimeError("robot fell over")
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert {e for e in os.listdir("/dev/shm") if "streamenc" in e} == before
+    for name in ("left", "right"):  # the open episode was finalized, not lost
+        _assert_video(tmp_path / "videos" / name / "episode-000000.mp4", cams[name], 15)
+    rec.close()  # twice is fine
+
+
+SIGINT_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from streamenc import Recorder
+    from streamenc.synthetic import SyntheticCamera
+
+    cam = SyntheticCamera(240, 320)
+    rec = Recorder(sys.argv[1], fps=30, cameras={"front": (240, 320)})
+    if sys.argv[2] == "with":
+        rec.__enter__()
+    rec.start_episode()
+    i = 0
+    try:
+        while True:
+            rec.add_frame({"front": cam.frame(i)})
+            i += 1
+            print(i, flush=True)
+            time.sleep(1 / 30)
+    finally:
+        if sys.argv[2] == "with":
+            rec.__exit__(None, None, None)
+    """
+)
+
+
+@pytest.mark.parametrize("style", ["with", "atexit"])
+def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path), style],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    added = 0
+    deadline = time.monotonic() + 60
+    while added < 45 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        added = int(line)
+    assert added >= 45, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in err
+    c = check(tmp_path / "videos" / "front" / "episode-000000.mp4", SyntheticCamera(240, 320))
+    assert added <= c.frames <= added + 1  # every frame put is there; at most one was put but not yet printed
+    assert c.in_order() and c.cfr(30)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "streamenc.encoder" in " ".join(p.info["cmdline"] or [])]
