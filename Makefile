@@ -43,6 +43,7 @@ bench: venv
 	mkdir -p $(OUT)
 	$(BIN)/python -m pytest bench/test_ring_bench.py --benchmark-only --benchmark-json=$(OUT)/ring.json -q
 	$(BIN)/python bench/ring_report.py $(OUT)/ring.json
+	$(BIN)/python bench/record_bench.py --json $(OUT)/record.jsonl
 
 lint: venv
 	$(BIN)/ruff check streamenc tests bench setup.py

@@ -36,6 +36,7 @@ MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 # without flush_packets a killed writer leaves only the ftyp box on disk
 CONTAINER_OPTIONS = {"movflags": MOVFLAGS, "flush_packets": "1"}
 READY_TIMEOUT_S = 120.0
+GET_WAIT_S = 0.01  # how long an idle encoder waits in the ring before it looks at its pipe again
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
                     return
                 continue
             try:
-                slot = ring.get(timeout=0.05)
+                slot = ring.get(timeout=GET_WAIT_S)
             except RingTimeout:
                 continue
             except PeerDied:
