@@ -9,8 +9,8 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from libc.string cimport memcpy, memset, strncpy
 from libc.stdint cimport int64_t, uint64_t
 
-from ring_layout cimport (SE_MAGIC, SE_MAX_DIMS, SE_PRODUCER_AT, SE_SLOT_HEADER, SE_VERSION, se_header, se_load,
-                          se_slot, se_store)
+from ring_layout cimport (SE_COUNTERS, SE_MAGIC, SE_MAX_DIMS, SE_PRODUCER_AT, SE_SLOT_HEADER, SE_VERSION, se_header,
+                          se_load, se_slot, se_store)
 
 PAGE = 4096
 MAGIC = SE_MAGIC
@@ -18,6 +18,7 @@ VERSION = SE_VERSION
 MAX_DIMS = SE_MAX_DIMS
 SLOT_HEADER = SE_SLOT_HEADER
 HEADER_BYTES = sizeof(se_header)
+COUNTERS = SE_COUNTERS
 PRODUCER_AT = SE_PRODUCER_AT  # byte offset of producer_pid, then producer_start
 
 
@@ -138,6 +139,17 @@ cdef class RingCore:
 
     def set_tail(self, uint64_t v):
         se_store(&self._hdr.tail, v)
+
+    # -- users' counters ---------------------------------------------------------
+    def counter(self, bint producer, int i):
+        if not 0 <= i < SE_COUNTERS:
+            raise IndexError(i)
+        return se_load(&self._hdr.producer_counters[i] if producer else &self._hdr.consumer_counters[i])
+
+    def set_counter(self, bint producer, int i, uint64_t v):
+        if not 0 <= i < SE_COUNTERS:
+            raise IndexError(i)
+        se_store(&self._hdr.producer_counters[i] if producer else &self._hdr.consumer_counters[i], v)
 
     # -- slots --------------------------------------------------------------
     def payload_offset(self, uint64_t seq):

@@ -9,6 +9,7 @@
 #define SE_VERSION 1
 #define SE_MAX_DIMS 4
 #define SE_SLOT_HEADER 64
+#define SE_COUNTERS 8
 
 typedef struct {
     uint64_t magic;                /* written last by the creator */
@@ -32,6 +33,10 @@ typedef struct {
     uint64_t head;  uint64_t _pad1[7];   /* frames committed = next seq (producer) */
     uint64_t read;  uint64_t _pad2[7];   /* frames handed out (consumer) */
     uint64_t tail;  uint64_t _pad3[7];   /* frames released (consumer) */
+    /* general-purpose counters for the ring's users (the spill, drop and encode counts);
+       each side stores only its own line */
+    uint64_t producer_counters[SE_COUNTERS];
+    uint64_t consumer_counters[SE_COUNTERS];
 } se_header;
 
 typedef struct {

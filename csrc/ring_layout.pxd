@@ -8,6 +8,7 @@ cdef extern from "ring_layout.h":
     int SE_MAX_DIMS
     int SE_SLOT_HEADER
     int SE_PRODUCER_AT
+    int SE_COUNTERS
 
     ctypedef struct se_header:
         uint64_t magic
@@ -29,6 +30,8 @@ cdef extern from "ring_layout.h":
         uint64_t head
         uint64_t read
         uint64_t tail
+        uint64_t producer_counters[8]
+        uint64_t consumer_counters[8]
 
     ctypedef struct se_slot:
         uint64_t seq

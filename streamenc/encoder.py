@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import Connection
@@ -30,9 +31,12 @@ import numpy as np
 
 from .codecs import EncoderConfig, codec_options, input_format, quiet_svt, stream_pix_fmt
 from .errors import EncoderError, PeerDied, RingTimeout
+from .spill import ENCODED, SpillReader
 from .stats import EpisodeStats
 
-MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+# a fragment per frame: a frame is in the file as soon as the next packet is muxed, whatever
+# the keyframe interval (with frag_keyframe and g=30 a killed writer loses up to 30 frames)
+MOVFLAGS = "frag_every_frame+empty_moov+default_base_moof"
 # without flush_packets a killed writer leaves only the ftyp box on disk
 CONTAINER_OPTIONS = {"movflags": MOVFLAGS, "flush_packets": "1"}
 READY_TIMEOUT_S = 120.0
@@ -53,6 +57,7 @@ class EpisodeVideo:
 class EncoderSpec:
     camera: str
     ring: str
+    spill: str
     fps: int
     vcodec: str
     config: EncoderConfig
@@ -60,22 +65,111 @@ class EncoderSpec:
     nice: int = 0
 
 
-class _Episode:
-    """The file being written for one episode."""
+def part_path(final: Path, start: int) -> Path:
+    """A piece of an episode's video that begins at frame ``start``; a restarted encoder
+    begins a new one, and end_episode joins them."""
+    return final.with_name(f"{final.name}.part-{start:06d}")
 
-    def __init__(self, spec: EncoderSpec, index: int, path: Path, shape: tuple[int, ...]) -> None:
+
+def existing_parts(final: Path) -> list[tuple[int, Path]]:
+    prefix = final.name + ".part-"
+    found = [
+        (int(p.name[len(prefix) :]), p) for p in final.parent.glob(prefix + "*") if p.name[len(prefix) :].isdigit()
+    ]
+    return sorted(found)
+
+
+def durable_frames(part: Path, start: int, fps: int) -> list[int]:
+    """Frame indices whose packets are whole in ``part`` (a crash can cut its tail)."""
+    import av
+
+    out: list[int] = []
+    try:
+        with av.open(str(part)) as c:
+            s = c.streams.video[0]
+            for packet in c.demux(s):
+                if not packet.size:
+                    continue
+                if packet.is_corrupt or packet.pts is None:
+                    break
+                out.append(start + int(round(packet.pts * s.time_base * fps)))
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass
+    return out
+
+
+def join_parts(parts: list[tuple[int, Path]], out: Path, fps: int) -> int:
+    """Remux the parts into one MP4, no re-encode; each part up to where the next begins."""
+    import av
+
+    n = 0
+    with av.open(str(out), "w", format="mp4", options=dict(CONTAINER_OPTIONS)) as dst:
+        ostream = None
+        for k, (start, part) in enumerate(parts):
+            stop = parts[k + 1][0] if k + 1 < len(parts) else None
+            with av.open(str(part)) as src:
+                istream = src.streams.video[0]
+                if ostream is None:
+                    ostream = dst.add_stream_from_template(template=istream, opaque=True)
+                    ostream.time_base = Fraction(1, fps)
+                for packet in src.demux(istream):
+                    if not packet.size:
+                        continue
+                    if packet.is_corrupt or packet.pts is None:
+                        break
+                    index = start + int(round(packet.pts * istream.time_base * fps))
+                    if stop is not None and index >= stop:
+                        break
+                    packet.pts = packet.dts = index
+                    packet.time_base = Fraction(1, fps)
+                    packet.stream = ostream
+                    dst.mux(packet)
+                    n += 1
+    return n
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Episode:
+    """The video being written for one episode, possibly resumed after a crash.
+
+    Frames are held (ring slot or spill record) until durable: an encoder holds frames
+    for look-ahead, and the MP4 muxer writes a frame's fragment when the next packet
+    arrives. So a frame is durable once a packet with a later pts has been muxed. At
+    most ``hold_limit`` are held, so that the producer always finds a free slot.
+    """
+
+    def __init__(self, spec: EncoderSpec, index: int, final: Path, shape: tuple[int, ...], hold_limit: int) -> None:
         import av
 
-        self.index, self.path = index, path
-        self.partial = path.with_name(path.name + ".partial")
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self.taken = 0
-        self.expected: int | None = None
+        self.spec, self.index, self.final = spec, index, final
+        self.hold_limit, self.warned_hold = hold_limit, False
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.expected_last: int | None = None  # index of the last frame put, once the episode ended
         self.cancel = False
-        self.error: str | None = None
+        self.error: tuple | None = None
+        self.error_sent = False
         self.stats = EpisodeStats(shape[0], shape[1], shape[2])
+        self.held: deque = deque()  # (frame index, release callable) in encode order
+        self.last_seen = -1
+        # resume after a crash: what earlier parts hold durably is kept, we go on after it
+        self.prior = 0
+        self.start = 0
+        for start, part in existing_parts(final):
+            frames = durable_frames(part, start, spec.fps)
+            self.prior += len(frames)
+            self.start = frames[-1] + 1 if frames else start
+        self.last_seen = self.start - 1
+        self.encoded = 0
+        self.part = part_path(final, self.start)
         self.convert_to = input_format(spec.vcodec)
-        self.container = av.open(str(self.partial), "w", format="mp4", options=dict(CONTAINER_OPTIONS))
+        self.container = av.open(str(self.part), "w", format="mp4", options=dict(CONTAINER_OPTIONS))
         self.stream = self.container.add_stream(spec.vcodec, rate=spec.fps)
         self.stream.width, self.stream.height = shape[1], shape[0]
         self.stream.pix_fmt = stream_pix_fmt(spec.config, spec.vcodec)
@@ -86,33 +180,92 @@ class _Episode:
         # encode() returns; every format we configure needs a conversion, which copies.
         self.must_copy = self.stream.pix_fmt == "rgb24"
 
-    def encode(self, array: np.ndarray) -> None:
+    @property
+    def complete(self) -> bool:
+        return self.expected_last is not None and self.last_seen >= self.expected_last
+
+    def take(self, frame_index: int, array: np.ndarray, release) -> None:
+        """One frame in order: encode it, or let it go if it is durable already or cancelled."""
+        if frame_index <= self.last_seen:
+            if frame_index < self.start:  # a restarted encoder meets frames the dead one made durable
+                release()
+                return
+            self.error = self.error or ("order", f"frame {frame_index} after frame {self.last_seen}")
+        self.last_seen = frame_index
+        if self.cancel or self.error is not None:
+            release()
+            return
+        try:
+            self._encode(frame_index, array)
+        except OSError as e:
+            self.error = ("disk", str(self.part), getattr(e, "errno", None), _describe(e))
+        except Exception as e:
+            self.error = ("encoder", _describe(e))
+        self.held.append((frame_index, release))
+        if self.error is not None:
+            self._release_all()
+        elif len(self.held) > self.hold_limit:
+            # The encoder holds more frames (look-ahead) than the ring can spare: keep the
+            # producer going, at the price of these frames not surviving an encoder crash.
+            if not self.warned_hold:
+                self.warned_hold = True
+                print(
+                    f"streamenc: encoder for {self.spec.camera} holds more than {self.hold_limit} frames in "
+                    f"flight; releasing some before they are durable (give the ring more slots)",
+                    file=sys.stderr,
+                )
+            while len(self.held) > self.hold_limit:
+                self.held.popleft()[1]()
+
+    def _encode(self, frame_index: int, array: np.ndarray) -> None:
         import av
 
         frame = av.VideoFrame.from_numpy_buffer(array.copy() if self.must_copy else array, format="rgb24")
         if self.convert_to:
             frame = frame.reformat(format=self.convert_to)
-        frame.pts = self.taken
+        frame.pts = frame_index
         frame.time_base = self.stream.codec_context.time_base
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self._mux(self.stream.encode(frame))
         self.stats.update(array)
+        self.encoded += 1
 
-    def finish(self) -> None:
-        """Flush the encoder, close the file, make it durable and give it its final name."""
-        for packet in self.stream.encode(None):
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            pts = packet.pts
             self.container.mux(packet)
+            if pts is not None:  # muxing this packet wrote out the fragments of all before it
+                self._release_before(pts)
+
+    def _release_before(self, pts: int) -> None:
+        while self.held and self.held[0][0] < pts:
+            self.held.popleft()[1]()
+
+    def _release_all(self) -> None:
+        while self.held:
+            self.held.popleft()[1]()
+
+    def finish(self) -> int:
+        """Flush, close, make it durable, join parts; returns the frame count of the video."""
+        self._mux(self.stream.encode(None))
         self.container.close()
-        fd = os.open(self.partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.partial, self.path)
+        _fsync(self.part)
+        parts = existing_parts(self.final)
+        if len(parts) == 1:
+            os.replace(self.part, self.final)
+            frames = self.encoded
+        else:
+            tmp = self.final.with_name(self.final.name + ".joining")
+            frames = join_parts(parts, tmp, self.spec.fps)
+            _fsync(tmp)
+            os.replace(tmp, self.final)
+            for _, p in parts:
+                p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            dfd = os.open(self.path.parent, os.O_RDONLY)
+            dfd = os.open(self.final.parent, os.O_RDONLY)
             os.fsync(dfd)
             os.close(dfd)
+        self._release_all()
+        return frames
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -120,8 +273,50 @@ class _Episode:
                 pass
         with contextlib.suppress(Exception):
             self.container.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.partial.unlink()
+        for _, p in existing_parts(self.final):
+            p.unlink(missing_ok=True)
+        self._release_all()
+
+    def keep_what_is_written(self) -> None:
+        """After a failure (a full disk): keep the durable part as the episode's file."""
+        with contextlib.suppress(Exception):
+            self.container.close()
+        parts = existing_parts(self.final)
+        if len(parts) == 1:
+            with contextlib.suppress(OSError):
+                os.replace(parts[0][1], self.final)
+        self._release_all()
+
+
+class _Input:
+    """The camera's frames in order, merged from the ring and the spill by (episode, index)."""
+
+    def __init__(self, ring, spill: SpillReader) -> None:
+        self.ring, self.spill = ring, spill
+        self.pending = None  # a slot taken from the ring, not used yet
+        self.producer_gone = False
+
+    def next(self, wait: float):
+        """(episode, frame index, array, release) or None if nothing came within ``wait``."""
+        spill_next = self.spill.peek()
+        if self.pending is None and not self.producer_gone:
+            try:
+                self.pending = self.ring.get(timeout=0 if spill_next else wait)
+            except RingTimeout:
+                pass
+            except PeerDied:
+                self.producer_gone = True
+            spill_next = spill_next or self.spill.peek()
+        slot = self.pending
+        if slot is not None and (spill_next is None or (slot.episode, slot.frame_index) < spill_next):
+            self.pending = None
+            return slot.episode, slot.frame_index, slot.array, slot.release
+        if spill_next is not None:
+            j, episode, index, _, array = self.spill.read()
+            return episode, index, array, lambda: self.spill.done(j)
+        if self.producer_gone:
+            raise EOFError
+        return None
 
 
 def _serve(spec: EncoderSpec, conn: Connection) -> None:
@@ -136,6 +331,8 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
     import av  # noqa: F401  (import before "ready", so start-up cost is paid once, up front)
 
     ring = FrameRing.attach(spec.ring)
+    spill = SpillReader(Path(spec.spill), ring)
+    frames = _Input(ring, spill)
     conn.send(("ready", os.getpid()))
     ep: _Episode | None = None
     stopping = False
@@ -145,62 +342,61 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
                 try:
                     msg = conn.recv()
                 except EOFError:
-                    return  # the parent is gone and nothing is in flight
-                if msg[0] == "start":
+                    return  # the parent is gone and no episode is open
+                if msg[0] in ("start", "resume"):
                     try:
-                        ep = _Episode(spec, msg[1], Path(msg[2]), ring.shape)
-                        conn.send(("started", msg[1]))
+                        ep = _Episode(spec, msg[1], Path(msg[2]), ring.shape, hold_limit=ring.slots - 2)
+                        conn.send(("started", (msg[1], ep.start)))
                     except Exception as e:
-                        conn.send(("error", _describe(e)))
+                        conn.send(("error", ("encoder", _describe(e))))
                 elif msg[0] == "stop":
                     conn.send(("stopped", None))
                     return
                 else:
-                    conn.send(("error", f"encoder for {spec.camera} got {msg[0]!r} outside an episode"))
+                    conn.send(("error", ("encoder", f"got {msg[0]!r} outside an episode")))
                 continue
 
             if conn.poll():
                 try:
                     msg = conn.recv()
                 except EOFError:
-                    msg = ("end", None)  # parent died: finish what is in the ring
+                    msg = ("end", None)  # parent died: finish with what is in the ring and the spill
                 if msg[0] in ("end", "cancel"):
-                    ep.expected, ep.cancel = msg[1], msg[0] == "cancel"
-                elif msg[0] == "stop":  # keep every frame already committed, then exit
-                    ep.expected, stopping = ep.taken + ring.available, True
-            if ep.expected is not None and ep.taken >= ep.expected:
+                    ep.expected_last, ep.cancel = msg[1], msg[0] == "cancel"
+                elif msg[0] == "stop":
+                    stopping = True
+            if ep.complete or (stopping and ep.expected_last is None and not ring.available and not spill.available()):
                 conn.send(_close_episode(ep, spec))
                 ep = None
                 if stopping:
                     return
                 continue
             try:
-                slot = ring.get(timeout=GET_WAIT_S)
-            except RingTimeout:
-                continue
-            except PeerDied:
-                # the producer is gone and the ring is empty: save what we have
-                reply = _close_episode(ep, spec)
+                item = frames.next(GET_WAIT_S)
+            except EOFError:
+                reply = _close_episode(ep, spec)  # producer gone, everything drained: save it
                 ep = None
                 with contextlib.suppress(OSError):
                     conn.send(reply)
+                spill.close()
+                Path(spec.spill).unlink(missing_ok=True)  # drained, and nobody will write it again
                 return
-            with slot:
-                if slot.episode != ep.index or slot.frame_index != ep.taken:
-                    ep.error = ep.error or (
-                        f"frame order broken: expected episode {ep.index} frame {ep.taken}, "
-                        f"got episode {slot.episode} frame {slot.frame_index}"
-                    )
-                elif not ep.cancel and ep.error is None:
-                    try:
-                        ep.encode(slot.array)
-                    except Exception as e:
-                        ep.error = _describe(e)
-                ep.taken += 1
+            if item is None:
+                continue
+            episode, index, array, release = item
+            if episode != ep.index:
+                release()  # a frame of a cancelled or earlier episode
+                continue
+            ep.take(index, array, release)
+            ring.set_counter("consumer", ENCODED, ring.counter("consumer", ENCODED) + 1)
+            if ep.error is not None and not ep.error_sent:  # tell the recorder now, not at the end
+                ep.error_sent = True
+                conn.send(("failed", ep.error))
     finally:
         if ep is not None:
             with contextlib.suppress(Exception):
                 _close_episode(ep, spec)
+        spill.close()
         ring.close()
 
 
@@ -210,13 +406,15 @@ def _close_episode(ep: _Episode, spec: EncoderSpec) -> tuple:
         return ("cancelled", ep.index)
     if ep.error is None:
         try:
-            ep.finish()
+            frames = ep.finish()
+        except OSError as e:
+            ep.error = ("disk", str(ep.final), getattr(e, "errno", None), _describe(e))
         except Exception as e:
-            ep.error = _describe(e)
+            ep.error = ("encoder", _describe(e))
     if ep.error is not None:
-        ep.discard()
-        return ("error", f"camera {spec.camera}, episode {ep.index}: {ep.error}")
-    return ("ended", EpisodeVideo(ep.path, ep.taken, spec.vcodec, ep.stats.lerobot()))
+        ep.keep_what_is_written()
+        return ("error", ep.error)
+    return ("ended", EpisodeVideo(ep.final, frames, spec.vcodec, ep.stats.lerobot()))
 
 
 def _describe(e: BaseException) -> str:
@@ -259,7 +457,7 @@ class EncoderProcess:
         self._conn.send(spec)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        kind, value = self._reply(timeout, "start")
+        kind, value = self.expect({"ready"}, timeout, "start")
         if kind != "ready":
             raise EncoderError(f"encoder for {self.spec.camera} did not start: {value}")
 
@@ -273,25 +471,38 @@ class EncoderProcess:
         except (OSError, EOFError) as e:
             raise EncoderError(f"encoder for {self.spec.camera} (pid {self.pid}) is gone: {e}") from None
 
-    def _reply(self, timeout: float | None, what: str) -> tuple:
+    def poll(self) -> tuple | None:
+        """The next message if one is there; EncoderError if the process has died."""
+        try:
+            if self._conn.poll(0):
+                return self._conn.recv()
+        except (EOFError, OSError):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+        if self._proc.poll() is not None:
+            raise EncoderError(
+                f"encoder for {self.spec.camera} (pid {self.pid}) died (exit code {self._proc.returncode})"
+            )
+        return None
+
+    def expect(self, kinds: set[str], timeout: float | None, what: str) -> tuple:
+        """Wait for a message of one of ``kinds`` (or an error), passing over the
+        start-up notes ("ready", "started") a restarted process sends first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                if self._conn.poll(0.1):
-                    return self._conn.recv()
-            except (EOFError, OSError):
-                self._proc.wait(5)
-            if self._proc.poll() is not None:
-                raise EncoderError(
-                    f"encoder for {self.spec.camera} (pid {self.pid}) died "
-                    f"during {what} (exit code {self._proc.returncode})"
-                )
+            msg = self.poll()
+            if msg is not None:
+                if msg[0] in kinds or msg[0] == "error":
+                    return msg
+                continue
             if deadline is not None and time.monotonic() > deadline:
                 raise EncoderError(f"encoder for {self.spec.camera} did not answer {what} in {timeout} s")
+            with contextlib.suppress(OSError, EOFError):
+                self._conn.poll(0.05)
 
     def request(self, *msg: object, timeout: float | None = None) -> tuple:
         self.send(*msg)
-        return self._reply(timeout, str(msg[0]))
+        return self.expect({"stopped"} if msg[0] == "stop" else {"started", "ended", "cancelled"}, timeout, str(msg[0]))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask it to exit, then make sure it has, by pid."""

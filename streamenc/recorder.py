@@ -1,8 +1,10 @@
-"""Recorder: the user's handle. One FrameRing and one encoder process per camera.
+"""Recorder: the user's handle. One FrameRing, one spill file and one encoder process per camera.
 
 The record loop only validates a frame and copies it into shared memory; all
 encoding happens in the encoder processes. Frames are checked for every camera
-before any is put, so the cameras' frame indices never drift apart.
+before any is put, so the cameras' frame indices never drift apart. When a ring is
+full the frame goes, in order, to the camera's spill file (``overflow="spill"``),
+or the loop waits (``"block"``), or the frame is dropped and counted (``"drop"``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -20,20 +23,25 @@ import numpy as np
 from . import png
 from .codecs import EncoderConfig, default_threads, select
 from .encoder import EncoderProcess, EncoderSpec, EpisodeVideo
-from .errors import EncoderError, FrameError, PeerDied, ShmTooSmall, StreamencError
-from .ring import FrameRing, clean_stale
+from .errors import DiskFull, EncoderError, FrameError, PeerDied, RingTimeout, ShmTooSmall, StreamencError
+from .ring import FrameRing, clean_stale, ring_bytes, shm_free_bytes
+from .spill import DROPPED, ENCODED, SpillWriter
 
 log = logging.getLogger("streamenc")
 
 RING_BUDGET_BYTES = 256 * 2**20  # per camera; 64 slots of 480p fit, 1080p gets fewer
 MAX_SLOTS = 64
-MIN_SLOTS = 8
+MIN_SLOTS = 16  # below this the encoder's held frames (look-ahead, open fragment) leave too little room
+OVERFLOW = ("spill", "block", "drop")
+RESTARTS_ALLOWED = 3  # within RESTART_WINDOW_S; one more failure and the camera is given up
+RESTART_WINDOW_S = 10.0
+PROGRESS_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
 class CameraHealth:
-    """A camera's pipeline at a glance: encoder pid, frames waiting in the ring, frames
-    spilled to disk, frames encoded in total, and encoder restarts."""
+    """A camera's pipeline at a glance: encoder pid, frames waiting in the ring and in the
+    spill file for the encoder to take, frames it has taken in total, and its restarts."""
 
     pid: int
     queued: int
@@ -60,12 +68,153 @@ def default_slots(shape: tuple[int, int, int]) -> int:
     return int(min(MAX_SLOTS, max(MIN_SLOTS, RING_BUDGET_BYTES // int(np.prod(shape)))))
 
 
+def plan_slots(shapes: list[tuple[int, int, int]], wanted: int | None, free: int) -> list[int]:
+    """Slots per camera: the wanted number, or fewer (down to MIN_SLOTS) so that all rings
+    fit in /dev/shm. Raises ShmTooSmall when even MIN_SLOTS do not fit."""
+    slots = [wanted or default_slots(s) for s in shapes]
+    need = sum(ring_bytes(s, "uint8", n) for s, n in zip(shapes, slots, strict=True))
+    if need <= free:
+        return slots
+    floor = sum(ring_bytes(s, "uint8", MIN_SLOTS) for s in shapes)
+    if floor > free:
+        raise ShmTooSmall(floor, free)
+    scale = free / need
+    slots = [max(MIN_SLOTS, int(n * scale)) for n in slots]
+    while sum(ring_bytes(s, "uint8", n) for s, n in zip(shapes, slots, strict=True)) > free:
+        slots = [max(MIN_SLOTS, n - 1) for n in slots]
+    log.warning(
+        "streamenc: /dev/shm has %.0f MiB free; rings use %s slots instead of %s",
+        free / 2**20,
+        slots,
+        [wanted or default_slots(s) for s in shapes],
+    )
+    return slots
+
+
+class _Camera:
+    """One camera's ring, spill file and encoder process, and this episode's counts."""
+
+    def __init__(self, name: str, shape: tuple[int, int, int], slots: int, spec: dict, spill_dir: Path) -> None:
+        self.name, self.shape = name, shape
+        self.ring = FrameRing.create(shape, "uint8", slots=slots)
+        self.spill = SpillWriter(spill_dir / f"{name}-{self.ring.name}.spill", self.ring)
+        self.spec = EncoderSpec(name, self.ring.name, str(self.spill.path), **spec)
+        self.enc = EncoderProcess(self.spec)
+        self.restarts: list[float] = []
+        self.failed: str | None = None
+        self.put_count = 0
+        self.last_index = -1
+        self.dropped = 0
+        self.warned = False
+
+    # -- frames --------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise at once what the encoder reported failing (a full disk), before any frame of
+        this call is put; a dead encoder is left to put(), which restarts it."""
+        if self.failed is not None:
+            return
+        try:
+            msg = self.enc.poll()
+        except EncoderError:
+            return
+        if msg is not None and msg[0] == "failed":
+            kind, *detail = msg[1]
+            if kind == "disk":
+                raise DiskFull(detail[0], self.ring.frame_bytes)
+            raise EncoderError(f"camera {self.name}: {detail[-1]}")
+
+    def _ring_put(self, frame: np.ndarray, ts: int, ep: int, index: int, timeout: float | None) -> None:
+        if frame.flags.c_contiguous:
+            self.ring.put(frame, ts, timeout, episode=ep, frame_index=index)
+        else:
+            with self.ring.reserve(timeout, timestamp_ns=ts, episode=ep, frame_index=index) as buf:
+                np.copyto(buf, frame)
+
+    def put(self, frame: np.ndarray, ts: int, ep: int, index: int, overflow: str, video: Path) -> None:
+        if self.failed is None and not self.enc.alive:
+            self.restart(ep, video)
+        if overflow == "block":
+            while True:
+                try:
+                    self._ring_put(frame, ts, ep, index, None if self.failed is None else 0)
+                    break
+                except PeerDied:
+                    self.restart(ep, video)
+                except RingTimeout:  # the camera's encoder is given up: keep the frame on disk
+                    self.spill.append(frame, ep, index, ts)
+                    break
+        elif overflow == "drop":
+            try:
+                self._ring_put(frame, ts, ep, index, 0)
+            except (RingTimeout, PeerDied):
+                self.dropped += 1
+                self.ring.set_counter("producer", DROPPED, self.ring.counter("producer", DROPPED) + 1)
+                return
+        else:
+            if self.spill.active and self.spill.caught_up():
+                self.spill.active = False
+            if not self.spill.active:
+                try:
+                    self._ring_put(frame, ts, ep, index, 0)
+                except RingTimeout:
+                    self.spill.active = True
+                except PeerDied:
+                    self.restart(ep, video)
+                    self.spill.active = True
+            if self.spill.active:
+                self.spill.append(frame, ep, index, ts)
+            elif self.spill.head:
+                self.spill.trim()
+        self.put_count += 1
+        self.last_index = index
+
+    # -- the encoder process ----------------------------------------------------------------
+    def restart(self, ep: int | None, video: Path | None) -> None:
+        """Start a new encoder in place of a dead one; it resumes the open episode from the
+        first frame not yet durable. Gives up after RESTARTS_ALLOWED in RESTART_WINDOW_S."""
+        if self.failed is not None:
+            return
+        code = self.enc._proc.poll()
+        self.enc.stop(timeout=1)
+        now = time.monotonic()
+        recent = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+        if len(recent) >= RESTARTS_ALLOWED:
+            self.failed = (
+                f"encoder for {self.name} died {len(recent) + 1} times in {RESTART_WINDOW_S:g} s "
+                f"(last exit code {code}); frames not encoded are kept in {self.spill.path}"
+            )
+            log.error("streamenc: %s", self.failed)
+            return
+        log.warning("streamenc: encoder for %s died (exit code %s); restarting", self.name, code)
+        self.restarts.append(now)
+        self.enc = EncoderProcess(self.spec)  # its start-up runs while the ring and spill take frames
+        if ep is not None:
+            self.enc.send("resume", ep, str(video))
+
+    def health(self) -> CameraHealth:
+        return CameraHealth(
+            self.enc.pid,
+            self.ring.unread,
+            self.spill.backlog,
+            self.ring.counter("consumer", ENCODED),
+            len(self.restarts),
+        )
+
+    def close(self) -> None:
+        self.enc.stop()
+        self.spill.close(keep=self.failed is not None or self.spill.backlog > 0)
+        self.ring.close()
+        self.ring.unlink()
+
+
 class Recorder:
     """Record camera frames to one MP4 per camera per episode.
 
     ``cameras`` maps a name to (height, width). ``png_fallback``: True writes PNGs
     in LeRobot's layout instead of video; None (default) does that only when
-    /dev/shm cannot hold the rings, with a warning; False raises ShmTooSmall then.
+    /dev/shm cannot hold even the smallest rings, with a warning; False raises
+    ShmTooSmall then. ``overflow`` says what a full ring does: "spill" (default, for
+    live recording), "block" (offline conversion), or "drop" (counted).
     """
 
     def __init__(
@@ -76,17 +225,26 @@ class Recorder:
         encoder: EncoderConfig | None = None,
         png_fallback: bool | None = None,
         *,
+        overflow: str = "spill",
         slots: int | None = None,
+        spill_dir: str | Path | None = None,
+        warn_behind_s: float = 2.0,
         nice: int = 0,
     ) -> None:
         if not isinstance(fps, int) or fps <= 0:
             raise StreamencError(f"fps must be a positive int, got {fps!r}")
+        if overflow not in OVERFLOW:
+            raise StreamencError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
+        if slots is not None and slots < MIN_SLOTS:
+            raise StreamencError(f"slots must be at least {MIN_SLOTS}, got {slots}")
         self.root = Path(root)
         self.fps = fps
         self.cameras = {n: _camera_shape(n, s) for n, s in (cameras or {"front": (480, 640)}).items()}
         self.config = encoder or EncoderConfig()
-        self._rings: dict[str, FrameRing] = {}
-        self._encoders: dict[str, EncoderProcess] = {}
+        self.overflow = overflow
+        self.warn_behind_s = warn_behind_s
+        self.spill_dir = Path(spill_dir) if spill_dir else self.root / ".spill"
+        self._cams: dict[str, _Camera] = {}
         self._png: png.PngWriter | None = None
         self._episode: int | None = None
         self._next_episode = 0
@@ -104,24 +262,29 @@ class Recorder:
                     if png_fallback is False:
                         raise
                     log.warning("streamenc: %s; recording PNGs instead (png_fallback=False makes this an error)", e)
-                    self._teardown_encoders()
+                    self._teardown()
                     self._start_png()
         except BaseException:
-            self._teardown_encoders()
+            self._teardown()
             raise
         atexit.register(self._at_exit)
 
     # -- set-up -------------------------------------------------------------------------
     def _start_encoders(self, slots: int | None, nice: int) -> None:
         self.codec = select(self.config)
-        threads = self.config.threads or default_threads(len(self.cameras))
-        for name, shape in self.cameras.items():
-            self._rings[name] = FrameRing.create(shape, "uint8", slots=slots or default_slots(shape))
-        for name in self.cameras:
-            spec = EncoderSpec(name, self._rings[name].name, self.fps, self.codec, self.config, threads, nice)
-            self._encoders[name] = EncoderProcess(spec)
-        for enc in self._encoders.values():
-            enc.wait_ready()
+        names = list(self.cameras)
+        plan = plan_slots([self.cameras[n] for n in names], slots, shm_free_bytes())
+        spec = {
+            "fps": self.fps,
+            "vcodec": self.codec,
+            "config": self.config,
+            "nice": nice,
+            "threads": self.config.threads or default_threads(len(names)),
+        }
+        for name, n in zip(names, plan, strict=True):
+            self._cams[name] = _Camera(name, self.cameras[name], n, spec, self.spill_dir)
+        for cam in self._cams.values():
+            cam.enc.wait_ready()
 
     def _start_png(self) -> None:
         self.codec = "png"
@@ -147,12 +310,18 @@ class Recorder:
         if self._png is not None:
             self._png.start_episode(ep)
         else:
-            for cam, enc in self._encoders.items():
-                enc.send("start", ep, str(self.video_path(cam, ep)))
-            for cam, enc in self._encoders.items():
-                kind, value = enc._reply(60, "start_episode")
+            failed = [c.failed for c in self._cams.values() if c.failed]
+            if failed:
+                raise EncoderError("; ".join(failed))
+            for name, cam in self._cams.items():
+                cam.put_count, cam.last_index, cam.dropped, cam.warned = 0, -1, 0, False
+                if not cam.enc.alive:
+                    cam.restart(None, None)
+                cam.enc.send("start", ep, str(self.video_path(name, ep)))
+            for name, cam in self._cams.items():
+                kind, value = cam.enc.expect({"started"}, 60, "start_episode")
                 if kind != "started":
-                    raise EncoderError(f"camera {cam}: could not start episode {ep}: {value}")
+                    raise EncoderError(f"camera {name}: could not start episode {ep}: {value}")
         self._episode, self._index = ep, 0
 
     def _validate(self, frames: dict[str, np.ndarray]) -> None:
@@ -183,29 +352,91 @@ class Recorder:
         """Hand one frame per camera to the encoders; returns the frame's index in the episode.
 
         A bad frame raises FrameError and records nothing, for any camera; the episode goes on.
+        A full disk, under the spill or under a video, raises DiskFull.
         """
         self._check_open()
         if self._episode is None:
             raise StreamencError("no episode is open: call start_episode() first")
         self._validate(frames)
-        index = self._index
+        index, ep = self._index, self._episode
         if self._png is not None:
             for cam, frame in frames.items():
-                self._png.submit(cam, self._episode, index, frame)
+                self._png.submit(cam, ep, index, frame)
         else:
+            for cam in self._cams.values():
+                cam.check()
             ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
-            for cam, frame in frames.items():
-                ring = self._rings[cam]
-                try:
-                    if frame.flags.c_contiguous:
-                        ring.put(frame, ts, episode=self._episode, frame_index=index)
-                    else:
-                        with ring.reserve(timestamp_ns=ts, episode=self._episode, frame_index=index) as buf:
-                            np.copyto(buf, frame)
-                except PeerDied as e:
-                    raise EncoderError(f"camera {cam}: encoder process died: {e}") from e
+            for name, frame in frames.items():
+                self._cams[name].put(frame, ts, ep, index, self.overflow, self.video_path(name, ep))
+            if index % self.fps == 0:
+                self._warn_if_behind()
         self._index += 1
         return index
+
+    def _warn_if_behind(self) -> None:
+        for name, cam in self._cams.items():
+            backlog = cam.ring.unread + cam.spill.backlog
+            if not cam.warned and backlog > self.warn_behind_s * self.fps:
+                cam.warned = True
+                log.warning(
+                    "streamenc: camera %s is %.1f s behind (%d frames waiting, %d on disk); "
+                    "no frame is lost, but end_episode will wait",
+                    name,
+                    backlog / self.fps,
+                    backlog,
+                    cam.spill.backlog,
+                )
+
+    def _send_all(self, what: str) -> None:
+        """Tell each working encoder the index of the last frame it gets for this episode."""
+        for cam in self._cams.values():
+            if cam.failed is None:
+                try:
+                    cam.enc.send(what, cam.last_index)
+                except EncoderError:
+                    pass  # it died just now: _wait_all restarts it and sends again
+
+    def _wait_all(self, kinds: set[str], what: str, resend) -> dict[str, tuple]:
+        """Wait for every camera's answer, restarting encoders that die meanwhile and showing
+        progress once the wait is longer than PROGRESS_AFTER_S."""
+        waiting = dict(self._cams)
+        answers: dict[str, tuple] = {}
+        total = sum(c.put_count for c in waiting.values())
+        base = {n: c.ring.counter("consumer", ENCODED) for n, c in waiting.items()}
+        t0, bar = time.monotonic(), None
+        try:
+            while waiting:
+                for name, cam in list(waiting.items()):
+                    if cam.failed:
+                        answers[name] = ("error", ("encoder", cam.failed))
+                        del waiting[name]
+                        continue
+                    try:
+                        msg = cam.enc.poll()
+                    except EncoderError:
+                        cam.restart(self._episode_for_resend, self.video_path(name, self._episode_for_resend))
+                        if not cam.failed:
+                            resend(cam)
+                        continue
+                    if msg is not None and (msg[0] in kinds or msg[0] == "error"):
+                        answers[name] = msg
+                        del waiting[name]
+                if waiting:
+                    if bar is None and time.monotonic() - t0 > PROGRESS_AFTER_S and total:
+                        from tqdm import tqdm
+
+                        bar = tqdm(total=total, desc=f"streamenc: {what}", unit="frame", leave=False)
+                    if bar is not None:
+                        done = sum(
+                            min(c.put_count, c.ring.counter("consumer", ENCODED) - base[n])
+                            for n, c in self._cams.items()
+                        )
+                        bar.update(max(0, done - bar.n))
+                    time.sleep(0.01)
+        finally:
+            if bar is not None:
+                bar.close()
+        return answers
 
     def end_episode(self) -> dict[str, EpisodeVideo]:
         """Wait for every frame to be encoded, close the files, and return them per camera."""
@@ -213,6 +444,9 @@ class Recorder:
         if self._episode is None:
             raise StreamencError("no episode is open")
         ep, n = self._episode, self._index
+        if n == 0:
+            self.cancel_episode()
+            raise StreamencError(f"episode {ep} has no frames; nothing was saved")
         self._episode = None
         self._next_episode = ep + 1
         if self._png is not None:
@@ -223,21 +457,25 @@ class Recorder:
                 )
                 for cam in self.cameras
             }
-        for enc in self._encoders.values():
-            enc.send("end", n)
-        videos, errors = {}, []
-        for cam, enc in self._encoders.items():
-            try:
-                kind, value = enc._reply(None, "end_episode")
-            except EncoderError as e:
-                errors.append(str(e))
-                continue
-            if kind == "ended" and value.frames == n:
-                videos[cam] = value
+        self._episode_for_resend = ep
+        self._send_all("end")
+        answers = self._wait_all({"ended"}, "encoding backlog", lambda cam: cam.enc.send("end", cam.last_index))
+        videos, errors, disk = {}, [], None
+        for name, (kind, value) in answers.items():
+            cam = self._cams[name]
+            cam.spill.active = False
+            cam.spill.trim()
+            if kind == "ended" and value.frames == cam.put_count:
+                videos[name] = value
             elif kind == "ended":
-                errors.append(f"camera {cam}: encoded {value.frames} of {n} frames")
+                errors.append(f"camera {name}: video has {value.frames} of {cam.put_count} frames")
+            elif value[0] == "disk":
+                disk = disk or DiskFull(value[1], self.cameras[name][0] * self.cameras[name][1] * 3)
+                errors.append(f"camera {name}: {value[3]}")
             else:
-                errors.append(str(value))
+                errors.append(f"camera {name}: {value[-1]}")
+        if disk is not None:
+            raise disk
         if errors:
             raise EncoderError("; ".join(errors))
         return videos
@@ -248,7 +486,7 @@ class Recorder:
         self._check_open()
         if self._episode is None:
             return
-        ep, n = self._episode, self._index
+        ep = self._episode
         self._episode = None
         if self._png is not None:
             with contextlib.suppress(StreamencError):
@@ -256,24 +494,24 @@ class Recorder:
             for cam in self.cameras:
                 png.remove_episode(self.root, cam, ep)
             return
-        for enc in self._encoders.values():
-            enc.send("cancel", n)
-        for cam, enc in self._encoders.items():
-            kind, value = enc._reply(None, "cancel_episode")
-            if kind != "cancelled":
-                raise EncoderError(f"camera {cam}: cancel failed: {value}")
+        self._episode_for_resend = ep
+        self._send_all("cancel")
+        answers = self._wait_all({"cancelled"}, "cancelling", lambda cam: cam.enc.send("cancel", cam.last_index))
+        bad = [f"camera {n}: {v}" for n, (k, v) in answers.items() if k != "cancelled"]
+        if bad:
+            raise EncoderError("; ".join(bad))
 
     def health(self) -> dict[str, CameraHealth]:
         self._check_open()
         if self._png is not None:
-            import os
-
             q = self._png.queued
             return {c: CameraHealth(os.getpid(), q, 0, self._png.written[c], 0) for c in self.cameras}
-        return {
-            cam: CameraHealth(enc.pid, self._rings[cam].queued, 0, self._rings[cam].tail, 0)
-            for cam, enc in self._encoders.items()
-        }
+        return {name: cam.health() for name, cam in self._cams.items()}
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Frames dropped per camera in this or the last episode (overflow="drop" only)."""
+        return {name: cam.dropped for name, cam in self._cams.items()}
 
     # -- shutdown --------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -294,18 +532,14 @@ class Recorder:
         finally:
             self._closed = True
             atexit.unregister(self._at_exit)
-            self._teardown_encoders()
+            self._teardown()
             if self._png is not None:
                 self._png.close()
 
-    def _teardown_encoders(self) -> None:
-        for enc in self._encoders.values():
-            enc.stop()
-        for ring in self._rings.values():
-            ring.close()
-            ring.unlink()
-        self._encoders.clear()
-        self._rings.clear()
+    def _teardown(self) -> None:
+        for cam in self._cams.values():
+            cam.close()
+        self._cams.clear()
 
     def _at_exit(self) -> None:
         """Ctrl-C or a plain exit with an episode open: finalize it rather than lose it."""

@@ -268,10 +268,28 @@ class FrameRing:
         return self._core.head - self._core.tail
 
     @property
+    def unread(self) -> int:
+        """Frames committed that no consumer has taken yet."""
+        self._check_open()
+        return self._core.head - self._core.read
+
+    @property
     def available(self) -> int:
         """Consumer side: frames committed that this consumer has not taken yet."""
         self._check_open()
         return self._core.head - self._next + self._credit
+
+    def counter(self, side: str, i: int) -> int:
+        """One of the shared counters the ring keeps for its users; side is "producer" or "consumer"."""
+        self._check_open()
+        return self._core.counter(side == "producer", i)
+
+    def set_counter(self, side: str, i: int, value: int) -> None:
+        """Store a shared counter. Each side stores only its own."""
+        self._check_open()
+        if (side == "producer") != self.is_producer:
+            raise StreamencError(f"the {'producer' if self.is_producer else 'consumer'} cannot store {side} counters")
+        self._core.set_counter(side == "producer", i, value)
 
     def header(self) -> dict:
         """The segment header, for diagnostics."""

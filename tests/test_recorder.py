@@ -102,10 +102,9 @@ def test_bad_frames_raise_frame_error_and_the_episode_goes_on(tmp_path, cams, ba
         _record(rec, cams, 0, 10)
         with pytest.raises(FrameError, match=what):
             rec.add_frame(bad(cams["left"].expected(10)))
-        assert {h.queued + h.encoded for h in rec.health().values()} == {10}  # nothing of the bad call
         _record(rec, cams, 10, 10)
         videos = rec.end_episode()
-    for name, video in videos.items():
+    for name, video in videos.items():  # exactly 20, in order: the bad call recorded nothing for any camera
         _assert_video(video.path, cams[name], 20)
 
 

@@ -1,0 +1,280 @@
+"""No frame lost: overload, killed processes, a full disk, a short /dev/shm, drop and block.
+
+Every fault here is real: kill -9 of real processes, a ring really full, a tmpfs the
+test mounts in a private mount namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from streamenc import EncoderConfig, Recorder
+from streamenc import recorder as recmod
+from streamenc import ring as ringmod
+from streamenc.synthetic import SyntheticCamera
+from streamenc.verify import check
+
+FPS = 30
+
+
+def _tree_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def test_overload_spills_in_order_loses_nothing_and_memory_stays_flat(tmp_path):
+    """2 cameras at 480p pushed at 4x real time: the encoders cannot keep up on this machine."""
+    cams = {f"c{k}": SyntheticCamera(480, 640, seed=k) for k in range(2)}
+    n = 600
+    rss, max_spilled = [], 0
+    with Recorder(tmp_path, fps=FPS, cameras={k: (480, 640) for k in cams}, slots=16) as rec:
+        pids = [os.getpid()] + [h.pid for h in rec.health().values()]
+        rec.start_episode()
+        tick = time.perf_counter()
+        for i in range(n):
+            rec.add_frame({k: c.frame(i) for k, c in cams.items()})
+            if i % 25 == 0:
+                rss.append(_tree_rss(pids))
+                max_spilled = max(max_spilled, *(h.spilled for h in rec.health().values()))
+            tick += 1 / (4 * FPS)
+            time.sleep(max(0.0, tick - time.perf_counter()))
+        videos = rec.end_episode()
+        assert not list((tmp_path / ".spill").glob("*.spill"))  # drained, so deleted
+    assert max_spilled > 0, "the overload never reached the spill"
+    for video in videos.values():
+        c = check(video.path)
+        assert c.frames == n and c.in_order(n)
+    # memory does not grow with the frame count: the second half peaks no higher than the first
+    half = len(rss) // 2
+    assert max(rss[half:]) <= max(rss[:half]) * 1.15 + 32 * 2**20, [r >> 20 for r in rss]
+
+
+def test_kill_9_of_an_encoder_mid_episode_loses_no_frame(tmp_path):
+    cams = {"a": SyntheticCamera(240, 320, seed=1), "b": SyntheticCamera(240, 320, seed=2)}
+    n = 240
+    with Recorder(tmp_path, fps=FPS, cameras={k: (240, 320) for k in cams}) as rec:
+        rec.start_episode()
+        victim = rec.health()["a"].pid
+        for i in range(n):
+            if i == 100:
+                os.kill(victim, signal.SIGKILL)
+            rec.add_frame({k: c.frame(i) for k, c in cams.items()})
+            time.sleep(1 / (2 * FPS))
+        health = rec.health()
+        videos = rec.end_episode()
+    assert health["a"].restarts == 1 and health["b"].restarts == 0
+    assert health["a"].pid != victim
+    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    for name, video in videos.items():
+        c = check(video.path, cams[name])
+        assert video.frames == n and c.frames == n
+        assert c.in_order(n) and c.cfr(FPS)
+        assert c.max_mean_abs_error < 8
+    assert sorted(os.listdir(tmp_path / "videos" / "a")) == ["episode-000000.mp4"]  # parts joined, removed
+
+
+def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tmp_path, monkeypatch):
+    monkeypatch.setattr(recmod, "RESTARTS_ALLOWED", 1)
+    cam = SyntheticCamera(240, 320)
+    with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}) as rec:
+        rec.start_episode()
+        for i in range(200):
+            if i in (60, 130):
+                pid = rec.health()["a"].pid
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(1.5)  # let the replacement start and make frames durable
+            rec.add_frame({"a": cam.frame(i)})
+            time.sleep(1 / (2 * FPS))
+        with pytest.raises(Exception, match="died 2 times"):
+            rec.end_episode()
+    kept = list((tmp_path / "videos" / "a").glob("episode-000000.mp4*"))
+    assert kept, "what was durable must stay on disk"
+    assert sum(check(p).frames for p in kept) >= 60
+
+
+RECORDER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from streamenc import Recorder
+    from streamenc.synthetic import SyntheticCamera
+
+    cam = SyntheticCamera(240, 320)
+    rec = Recorder(sys.argv[1], fps=30, cameras={"front": (240, 320)})
+    print("pid", rec.health()["front"].pid, flush=True)
+    rec.start_episode()
+    for i in range(100000):
+        rec.add_frame({"front": cam.frame(i)})
+        print(i + 1, flush=True)
+        time.sleep(1 / 60)
+    """
+)
+
+
+def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RECORDER_SCRIPT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    encoder = int(proc.stdout.readline().split()[1])
+    added = 0
+    while added < 200:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        added = int(line)
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(encoder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(encoder), "the encoder outlived its recorder"
+    video = tmp_path / "videos" / "front" / "episode-000000.mp4"
+    c = check(video, SyntheticCamera(240, 320))
+    assert added <= c.frames <= added + 1  # it drained the ring and flushed: every frame put is there
+    assert c.in_order()
+    assert not list((tmp_path / ".spill").glob("*")) if (tmp_path / ".spill").exists() else True
+    out = subprocess.run([sys.executable, "-m", "streamenc", "clean"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "removed /dev/shm/streamenc-" in out.stdout
+    assert not [
+        e
+        for e in os.listdir("/dev/shm")
+        if e.split(".")[-1].startswith("streamenc-") and not psutil.pid_exists(os.getpid())
+    ]
+
+
+def _private_tmpfs_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    if not shutil.which("unshare"):
+        return "util-linux unshare is not installed"
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode:
+        return f"cannot make a mount namespace: {probe.stderr.decode().strip()}"
+    return None
+
+
+DISK_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from streamenc import Recorder, DiskFull, EncoderConfig
+    from streamenc.synthetic import stamp
+    root, spill, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+    t0 = time.monotonic()
+    with Recorder(root, fps=30, cameras={"cam": (480, 640)}, slots=16, spill_dir=spill,
+                  encoder=EncoderConfig(vcodec="libx264", crf=0)) as rec:
+        rec.start_episode()
+        try:
+            for i in range(3000):
+                rec.add_frame({"cam": stamp(noise[i % 8], i)})
+                if mode == "video":
+                    time.sleep(1 / 30)
+            rec.end_episode()
+            print("NO ERROR")
+        except DiskFull as e:
+            print("DISKFULL", round(time.monotonic() - t0, 1), e.path, e.needed, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["spill", "video"])
+def test_full_disk_raises_disk_full_fast_and_keeps_what_was_written(tmp_path, where):
+    why = _private_tmpfs_reason()
+    if why:
+        pytest.skip(why)
+    small = tmp_path / "small"
+    small.mkdir()
+    root = small if where == "video" else tmp_path / "videos-here"
+    spill = small / "spill" if where == "spill" else tmp_path / "spill-here"
+    cmd = (
+        f"mount -t tmpfs -o size=24m tmpfs {small} && "
+        f"{sys.executable} -c '{DISK_SCRIPT}' {root} {spill} {where}; "
+        f"rc=$?; ls -la {small}/videos/cam {spill} 2>&1; cp -r {small}/videos {tmp_path}/saved 2>/dev/null; exit $rc"
+    )
+    out = subprocess.run(["unshare", "--mount", "sh", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next((x for x in out.stdout.splitlines() if x.startswith(("DISKFULL", "NO ERROR"))), out.stdout)
+    assert line.startswith("DISKFULL"), (line, out.stderr[-2000:])
+    _, seconds, path, needed = line.split()
+    assert float(seconds) < 20 and int(needed) > 0  # reported by add_frame, not at the end
+    assert path.startswith(str(small))
+    if where == "video":  # what was written before stays playable
+        saved = list((tmp_path / "saved" / "cam").glob("episode-000000.mp4*"))
+        assert saved and check(saved[0]).frames > 0 and check(saved[0]).in_order()
+
+
+def test_short_dev_shm_gives_fewer_slots_with_a_warning(tmp_path, monkeypatch, caplog):
+    full = ringmod.ring_bytes((240, 320, 3), "uint8", recmod.default_slots((240, 320, 3)))
+    monkeypatch.setattr(ringmod, "shm_free_bytes", lambda path=ringmod.SHM_DIR: full // 2)
+    monkeypatch.setattr(recmod, "shm_free_bytes", lambda path=ringmod.SHM_DIR: full // 2)
+    cam = SyntheticCamera(240, 320)
+    with caplog.at_level(logging.WARNING, logger="streamenc"):
+        with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}) as rec:
+            slots = rec._cams["a"].ring.slots
+            rec.start_episode()
+            for i in range(60):
+                rec.add_frame({"a": cam.frame(i)})
+            video = rec.end_episode()["a"]
+    assert recmod.MIN_SLOTS <= slots < recmod.default_slots((240, 320, 3))
+    assert "instead of" in caplog.text
+    assert check(video.path).in_order(60)
+
+
+def test_drop_policy_counts_exactly_what_it_dropped(tmp_path):
+    cam = SyntheticCamera(120, 160)
+    with Recorder(tmp_path, fps=FPS, cameras={"a": (120, 160)}, overflow="drop", slots=16) as rec:
+        rec.start_episode()
+        for i in range(20):
+            rec.add_frame({"a": cam.frame(i)})
+        time.sleep(1.0)
+        pid = rec.health()["a"].pid
+        os.kill(pid, signal.SIGSTOP)  # a stalled encoder: the ring fills for real
+        try:
+            for i in range(20, 80):
+                rec.add_frame({"a": cam.frame(i)})
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.5)
+        for i in range(80, 100):
+            rec.add_frame({"a": cam.frame(i)})
+        dropped = rec.dropped["a"]
+        video = rec.end_episode()["a"]
+    c = check(video.path)
+    assert dropped > 0
+    assert c.frames == video.frames == 100 - dropped
+    assert c.indices == sorted(set(c.indices))  # order kept, gaps only
+    assert len(set(range(100)) - set(c.indices)) == dropped
+
+
+def test_block_policy_feeds_as_fast_as_the_encoder_takes_with_no_spill(tmp_path):
+    cam = SyntheticCamera(120, 160)
+    n = 2000
+    with Recorder(
+        tmp_path, fps=FPS, cameras={"a": (120, 160)}, overflow="block", slots=16, encoder=EncoderConfig(g=30)
+    ) as rec:
+        rec.start_episode()
+        for i in range(n):
+            rec.add_frame({"a": cam.frame(i)})
+            assert i % 200 or rec.health()["a"].spilled == 0
+        video = rec.end_episode()["a"]
+    assert not (tmp_path / ".spill").exists() or not list((tmp_path / ".spill").iterdir())
+    c = check(video.path)
+    assert c.frames == n and c.in_order(n)
