@@ -14,7 +14,7 @@ venv: $(STAMP) $(EXT)
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=64' wheel 'cython>=3.0'
-	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,dev]'
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,dev,bench]'
 	touch $@
 
 # The real lerobot 0.4.4 for the integration tests. Its own pins conflict with what
@@ -44,6 +44,7 @@ bench: venv
 	$(BIN)/python -m pytest bench/test_ring_bench.py --benchmark-only --benchmark-json=$(OUT)/ring.json -q
 	$(BIN)/python bench/ring_report.py $(OUT)/ring.json
 	$(BIN)/python bench/record_bench.py --json $(OUT)/record.jsonl
+	$(BIN)/python bench/overload_bench.py --out $(OUT)
 
 lint: venv
 	$(BIN)/ruff check streamenc tests bench setup.py

@@ -500,15 +500,12 @@ class EncoderProcess:
             with contextlib.suppress(OSError, EOFError):
                 self._conn.poll(0.05)
 
-    def request(self, *msg: object, timeout: float | None = None) -> tuple:
-        self.send(*msg)
-        return self.expect({"stopped"} if msg[0] == "stop" else {"started", "ended", "cancelled"}, timeout, str(msg[0]))
-
     def stop(self, timeout: float = 10.0) -> None:
         """Ask it to exit, then make sure it has, by pid."""
         if self.alive:
             with contextlib.suppress(EncoderError, OSError):
-                self.request("stop", timeout=timeout)
+                self.send("stop")
+                self.expect({"stopped"}, timeout, "stop")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout)
         if self.alive:

@@ -368,7 +368,7 @@ class Recorder:
             ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
             for name, frame in frames.items():
                 self._cams[name].put(frame, ts, ep, index, self.overflow, self.video_path(name, ep))
-            if index % self.fps == 0:
+            if index % self.fps == 0 and self.overflow != "block":  # blocking is the point there
                 self._warn_if_behind()
         self._index += 1
         return index
@@ -396,7 +396,7 @@ class Recorder:
                 except EncoderError:
                     pass  # it died just now: _wait_all restarts it and sends again
 
-    def _wait_all(self, kinds: set[str], what: str, resend) -> dict[str, tuple]:
+    def _wait_all(self, ep: int, kinds: set[str], what: str, resend) -> dict[str, tuple]:
         """Wait for every camera's answer, restarting encoders that die meanwhile and showing
         progress once the wait is longer than PROGRESS_AFTER_S."""
         waiting = dict(self._cams)
@@ -414,7 +414,7 @@ class Recorder:
                     try:
                         msg = cam.enc.poll()
                     except EncoderError:
-                        cam.restart(self._episode_for_resend, self.video_path(name, self._episode_for_resend))
+                        cam.restart(ep, self.video_path(name, ep))
                         if not cam.failed:
                             resend(cam)
                         continue
@@ -457,9 +457,8 @@ class Recorder:
                 )
                 for cam in self.cameras
             }
-        self._episode_for_resend = ep
         self._send_all("end")
-        answers = self._wait_all({"ended"}, "encoding backlog", lambda cam: cam.enc.send("end", cam.last_index))
+        answers = self._wait_all(ep, {"ended"}, "encoding backlog", lambda cam: cam.enc.send("end", cam.last_index))
         videos, errors, disk = {}, [], None
         for name, (kind, value) in answers.items():
             cam = self._cams[name]
@@ -494,9 +493,8 @@ class Recorder:
             for cam in self.cameras:
                 png.remove_episode(self.root, cam, ep)
             return
-        self._episode_for_resend = ep
         self._send_all("cancel")
-        answers = self._wait_all({"cancelled"}, "cancelling", lambda cam: cam.enc.send("cancel", cam.last_index))
+        answers = self._wait_all(ep, {"cancelled"}, "cancelling", lambda cam: cam.enc.send("cancel", cam.last_index))
         bad = [f"camera {n}: {v}" for n, (k, v) in answers.items() if k != "cancelled"]
         if bad:
             raise EncoderError("; ".join(bad))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import signal
+import subprocess
 
 import psutil
 import pytest
@@ -46,3 +48,16 @@ def no_leaks():
             os.unlink(os.path.join("/dev/shm", entry))
     if leaked or children:
         pytest.fail(f"test leaked shm entries {leaked} and child processes {[c.pid for c in children]}")
+
+
+@pytest.fixture
+def private_mounts() -> None:
+    """Skip, saying why, where the test cannot mount a tmpfs in a private mount namespace
+    (it needs root and util-linux's unshare; CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if not shutil.which("unshare"):
+        pytest.skip("util-linux unshare is not installed")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"cannot make a mount namespace: {probe.stderr.decode().strip()}")

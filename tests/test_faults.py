@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -159,17 +158,6 @@ def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
     ]
 
 
-def _private_tmpfs_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "mounting a tmpfs needs root"
-    if not shutil.which("unshare"):
-        return "util-linux unshare is not installed"
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
-    if probe.returncode:
-        return f"cannot make a mount namespace: {probe.stderr.decode().strip()}"
-    return None
-
-
 DISK_SCRIPT = textwrap.dedent(
     """
     import sys, time, numpy as np
@@ -196,10 +184,7 @@ DISK_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("where", ["spill", "video"])
-def test_full_disk_raises_disk_full_fast_and_keeps_what_was_written(tmp_path, where):
-    why = _private_tmpfs_reason()
-    if why:
-        pytest.skip(why)
+def test_full_disk_raises_disk_full_fast_and_keeps_what_was_written(tmp_path, where, private_mounts):
     small = tmp_path / "small"
     small.mkdir()
     root = small if where == "video" else tmp_path / "videos-here"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -328,23 +327,9 @@ def test_reported_shortage_raises_shm_too_small_with_numbers_before_mapping():
     assert set(os.listdir("/dev/shm")) == before
 
 
-def _can_mount_private_tmpfs() -> str | None:
-    if os.geteuid() != 0:
-        return "mounting a tmpfs needs root"
-    if not shutil.which("unshare"):
-        return "util-linux unshare is not installed"
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
-    if probe.returncode:
-        return f"cannot make a mount namespace: {probe.stderr.decode().strip()}"
-    return None
-
-
-def test_real_small_dev_shm_gives_shm_too_small_not_sigbus():
+def test_real_small_dev_shm_gives_shm_too_small_not_sigbus(private_mounts):
     """In a private mount namespace /dev/shm is an 8 MiB tmpfs, and the statvfs reading is
     bypassed, so only posix_fallocate stands between a 59 MiB ring and a SIGBUS."""
-    why = _can_mount_private_tmpfs()
-    if why:
-        pytest.skip(why)
     script = textwrap.dedent(
         """
         import os
