@@ -465,6 +465,11 @@ class EncoderProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """None while it runs; a negative number is the signal that ended it."""
+        return self._proc.poll()
+
     def send(self, *msg: object) -> None:
         try:
             self._conn.send(msg)

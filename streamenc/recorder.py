@@ -174,7 +174,7 @@ class _Camera:
         first frame not yet durable. Gives up after RESTARTS_ALLOWED in RESTART_WINDOW_S."""
         if self.failed is not None:
             return
-        code = self.enc._proc.poll()
+        code = self.enc.exit_code
         self.enc.stop(timeout=1)
         now = time.monotonic()
         recent = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
