@@ -37,7 +37,7 @@ from streamenc.codecs import codec_options
 from streamenc.png import encode_png
 from streamenc.ring import SHM_DIR
 from streamenc.spill import ENCODED
-from streamenc.synthetic import SyntheticCamera
+from streamenc.synthetic import Pacer, SyntheticCamera
 from streamenc.verify import check
 
 SIZE = (480, 640)
@@ -253,14 +253,13 @@ def run_png(cams, seconds, tmp: Path) -> dict:
 
 def pace(n: int, add, accepted: list, cameras: int) -> np.ndarray:
     lat = np.empty(n)
-    tick = time.perf_counter()
+    pacer = Pacer(FPS)
     for i in range(n):
         t0 = time.perf_counter()
         add(i)
         lat[i] = time.perf_counter() - t0
         accepted[0] += cameras
-        tick += 1 / FPS
-        time.sleep(max(0.0, tick - time.perf_counter()))
+        pacer.wait()
     return lat * 1e3
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from streamenc import EncoderConfig, Recorder
 from streamenc.codecs import codec_options
-from streamenc.synthetic import SyntheticCamera
+from streamenc.synthetic import Pacer, SyntheticCamera
 from streamenc.verify import check
 
 
@@ -68,7 +68,7 @@ def run(pipeline: str, root: Path, cams: dict, fps: int, seconds: float, episode
     with Recorder(root, fps=fps, cameras={k: c.shape[:2] for k, c in cams.items()}, png_fallback=png) as rec:
         for ep in range(episodes):
             rec.start_episode(ep)
-            tick = time.perf_counter()
+            pacer = Pacer(fps)
             for i in range(n):
                 frames = {k: cams[k].frame(i) for k in names}
                 t0 = time.perf_counter()
@@ -79,11 +79,8 @@ def run(pipeline: str, root: Path, cams: dict, fps: int, seconds: float, episode
                 t2 = time.perf_counter()
                 floor.append(t1 - t0)
                 add.append(t2 - t1)
-                tick += 1 / fps
-                slack = tick - time.perf_counter()
-                missed += slack < 0
-                if slack > 0:
-                    time.sleep(slack)
+                pacer.wait()
+            missed += pacer.missed
             t0 = time.perf_counter()
             videos = rec.end_episode()
             if png:  # then what LeRobot's save_episode does with them

@@ -16,7 +16,7 @@ import numpy as np
 
 from .codecs import EncoderConfig
 from .recorder import Recorder
-from .synthetic import SyntheticCamera
+from .synthetic import Pacer, SyntheticCamera
 from .verify import check
 
 
@@ -39,20 +39,16 @@ def record(
         result["codec"] = rec.codec
         for ep in range(episodes):
             rec.start_episode(ep)
-            next_tick = time.perf_counter()
+            pacer = Pacer(fps)
             for i in range(n_frames):
                 frames = {n: cams[n].frame(i) for n in names}
                 t0 = time.perf_counter()
                 rec.add_frame(frames)
                 result["add_ms"].append((time.perf_counter() - t0) * 1e3)
-                next_tick += 1 / fps
-                slack = next_tick - time.perf_counter()
-                if slack < 0:
-                    result["missed"] += 1
-                else:
-                    time.sleep(slack)
+                pacer.wait()
                 if status and i % fps == 0:
                     status(ep, i, rec.health())
+            result["missed"] += pacer.missed
             t0 = time.perf_counter()
             videos = rec.end_episode()
             result["end_s"].append(time.perf_counter() - t0)

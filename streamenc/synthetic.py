@@ -8,6 +8,8 @@ like a camera image rather than like white noise.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 BITS = 16
@@ -69,3 +71,21 @@ class SyntheticCamera:
     def expected(self, index: int) -> np.ndarray:
         """A private copy of frame ``index``, for comparing against what was decoded."""
         return self.frame(index).copy()
+
+
+class Pacer:
+    """Paces a loop at ``fps`` as a camera-driven record loop is, counting missed deadlines:
+    ticks whose work ended after the tick's deadline."""
+
+    def __init__(self, fps: int) -> None:
+        self.period = 1.0 / fps
+        self.deadline = time.perf_counter()
+        self.missed = 0
+
+    def wait(self) -> None:
+        self.deadline += self.period
+        slack = self.deadline - time.perf_counter()
+        if slack < 0:
+            self.missed += 1
+        else:
+            time.sleep(slack)
