@@ -44,19 +44,6 @@ SIZE = (480, 640)
 FPS = 30
 
 
-def tree_memory() -> tuple[int, int]:
-    """RSS and USS of this process and its children (USS counts shared memory once)."""
-    rss = uss = 0
-    me = psutil.Process()
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            info = p.memory_full_info()
-            rss, uss = rss + info.rss, uss + info.uss
-        except psutil.Error:
-            pass
-    return rss, uss
-
-
 def shm_bytes() -> int:
     return sum((Path(SHM_DIR) / e).stat().st_size for e in _listdir(SHM_DIR) if "streamenc" in e)
 
@@ -74,32 +61,78 @@ def _listdir(d: str) -> list[str]:
         return []
 
 
-class Sampler(threading.Thread):
-    """Samples a pipeline's counters and the machine's memory every 0.5 s."""
+def sample_memory(root_pid: int, tmp: str, t0: float, conn) -> None:
+    """In its own process, so that reading /proc/*/smaps (about 20 ms a round) does not take
+    the record loop's GIL or CPU: RSS and USS of root_pid's tree, /dev/shm and temp disk."""
+    import os
 
-    def __init__(self, counters, tmp: Path) -> None:
-        super().__init__(daemon=True)
-        self.counters, self.tmp, self.rows, self.stop_at = counters, tmp, [], None
-        self._halt = threading.Event()
-        self.t0 = time.monotonic()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            rss, uss = tree_memory()
-            row = {
-                "t": round(time.monotonic() - self.t0, 2),
+    root, me = psutil.Process(root_pid), os.getpid()
+    while True:  # one sample at once, then every 0.5 s until told to stop
+        rss = uss = 0
+        for p in [root, *root.children(recursive=True)]:
+            if p.pid == me:
+                continue
+            try:
+                info = p.memory_full_info()
+                rss, uss = rss + info.rss, uss + info.uss
+            except psutil.Error:
+                pass
+        conn.send(
+            {
+                "t": round(time.monotonic() - t0, 2),
                 "rss": rss,
                 "uss": uss,
                 "shm": shm_bytes(),
-                "disk": dir_bytes(self.tmp),
+                "disk": dir_bytes(Path(tmp)),
             }
+        )
+        if conn.poll(0.5):
+            return
+
+
+class Sampler(threading.Thread):
+    """Samples a pipeline's counters every 0.5 s (cheap, in this process) and, through a
+    separate process, the memory and disk of the whole process tree."""
+
+    def __init__(self, counters, tmp: Path) -> None:
+        import multiprocessing as mp
+        import os
+
+        super().__init__(daemon=True)
+        self.counters, self.rows, self.memory, self.stop_at = counters, [], [], None
+        self._halt = threading.Event()
+        self.t0 = time.monotonic()
+        self._conn, child = mp.Pipe()
+        self._mem = mp.get_context("spawn").Process(target=sample_memory, args=(os.getpid(), str(tmp), self.t0, child))
+        self._mem.start()
+        if self._conn.poll(60):  # its first sample, before the pipeline under test loads the CPU
+            self.memory.append(self._conn.recv())
+
+    def _drain(self) -> None:
+        try:
+            while self._conn.poll():
+                self.memory.append(self._conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            row = {"t": round(time.monotonic() - self.t0, 2)}
             row.update(self.counters())
             self.rows.append(row)
+            self._drain()
             self._halt.wait(0.5)
 
     def halt(self) -> list[dict]:
         self._halt.set()
         self.join()
+        self._conn.send("stop")
+        self._mem.join(10)
+        self._drain()
+        memory = self.memory
+        for row in self.rows:  # pair each counters row with the memory sample nearest in time
+            near = min(memory, key=lambda m: abs(m["t"] - row["t"])) if memory else {}
+            row.update({k: near.get(k, 0) for k in ("rss", "uss", "shm", "disk")})
         return self.rows
 
 
