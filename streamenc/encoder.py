@@ -79,22 +79,28 @@ def existing_parts(final: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _whole_packets(container, start: int, fps: int):
+    """(frame index, packet) for each packet of a part that is whole; a crash can cut the
+    tail. The one place that maps a part's pts to frame indices, so that resume and join agree."""
+    stream = container.streams.video[0]
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        if packet.is_corrupt or packet.pts is None:
+            return
+        yield start + int(round(packet.pts * stream.time_base * fps)), packet
+
+
 def durable_frames(part: Path, start: int, fps: int) -> list[int]:
-    """Frame indices whose packets are whole in ``part`` (a crash can cut its tail)."""
+    """Frame indices whose packets are whole in ``part``."""
     import av
 
     out: list[int] = []
     try:
         with av.open(str(part)) as c:
-            s = c.streams.video[0]
-            for packet in c.demux(s):
-                if not packet.size:
-                    continue
-                if packet.is_corrupt or packet.pts is None:
-                    break
-                out.append(start + int(round(packet.pts * s.time_base * fps)))
+            out.extend(index for index, _ in _whole_packets(c, start, fps))
     except (av.error.FFmpegError, OSError, IndexError):
-        pass
+        pass  # keep what was read before the damage
     return out
 
 
@@ -108,16 +114,10 @@ def join_parts(parts: list[tuple[int, Path]], out: Path, fps: int) -> int:
         for k, (start, part) in enumerate(parts):
             stop = parts[k + 1][0] if k + 1 < len(parts) else None
             with av.open(str(part)) as src:
-                istream = src.streams.video[0]
                 if ostream is None:
-                    ostream = dst.add_stream_from_template(template=istream, opaque=True)
+                    ostream = dst.add_stream_from_template(template=src.streams.video[0], opaque=True)
                     ostream.time_base = Fraction(1, fps)
-                for packet in src.demux(istream):
-                    if not packet.size:
-                        continue
-                    if packet.is_corrupt or packet.pts is None:
-                        break
-                    index = start + int(round(packet.pts * istream.time_base * fps))
+                for index, packet in _whole_packets(src, start, fps):
                     if stop is not None and index >= stop:
                         break
                     packet.pts = packet.dts = index

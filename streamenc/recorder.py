@@ -163,7 +163,7 @@ class _Camera:
                     self.spill.active = True
             if self.spill.active:
                 self.spill.append(frame, ep, index, ts)
-            elif self.spill.head:
+            else:
                 self.spill.trim()
         self.put_count += 1
         self.last_index = index
@@ -396,7 +396,7 @@ class Recorder:
                 except EncoderError:
                     pass  # it died just now: _wait_all restarts it and sends again
 
-    def _wait_all(self, ep: int, kinds: set[str], what: str, resend) -> dict[str, tuple]:
+    def _wait_all(self, ep: int, kinds: set[str], what: str, message: str) -> dict[str, tuple]:
         """Wait for every camera's answer, restarting encoders that die meanwhile and showing
         progress once the wait is longer than PROGRESS_AFTER_S."""
         waiting = dict(self._cams)
@@ -416,7 +416,7 @@ class Recorder:
                     except EncoderError:
                         cam.restart(ep, self.video_path(name, ep))
                         if not cam.failed:
-                            resend(cam)
+                            cam.enc.send(message, cam.last_index)
                         continue
                     if msg is not None and (msg[0] in kinds or msg[0] == "error"):
                         answers[name] = msg
@@ -458,7 +458,7 @@ class Recorder:
                 for cam in self.cameras
             }
         self._send_all("end")
-        answers = self._wait_all(ep, {"ended"}, "encoding backlog", lambda cam: cam.enc.send("end", cam.last_index))
+        answers = self._wait_all(ep, {"ended"}, "encoding backlog", "end")
         videos, errors, disk = {}, [], None
         for name, (kind, value) in answers.items():
             cam = self._cams[name]
@@ -494,7 +494,7 @@ class Recorder:
                 png.remove_episode(self.root, cam, ep)
             return
         self._send_all("cancel")
-        answers = self._wait_all(ep, {"cancelled"}, "cancelling", lambda cam: cam.enc.send("cancel", cam.last_index))
+        answers = self._wait_all(ep, {"cancelled"}, "cancelling", "cancel")
         bad = [f"camera {n}: {v}" for n, (k, v) in answers.items() if k != "cancelled"]
         if bad:
             raise EncoderError("; ".join(bad))

@@ -90,8 +90,10 @@ class SpillWriter:
     def trim(self) -> None:
         """Delete the file once every record in it is durable in the video; the next spilled
         frame starts a new one. BASE moves on, which tells the reader to reopen."""
+        if self._fd < 0:  # no file: the common case, on every frame that goes to the ring
+            return
         head = self.head
-        if self._fd >= 0 and self.ring.counter("consumer", DONE) >= head:
+        if self.ring.counter("consumer", DONE) >= head:
             os.close(self._fd)
             self._fd = -1
             self.path.unlink(missing_ok=True)
