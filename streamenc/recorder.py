@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import frames as framelib
 from . import png
 from .codecs import EncoderConfig, default_threads, select
 from .encoder import EncoderProcess, EncoderSpec, EpisodeVideo
@@ -124,11 +125,11 @@ class _Camera:
             raise EncoderError(f"camera {self.name}: {detail[-1]}")
 
     def _ring_put(self, frame: np.ndarray, ts: int, ep: int, index: int, timeout: float | None) -> None:
-        if frame.flags.c_contiguous:
+        if frame.dtype == np.uint8 and frame.flags.c_contiguous:
             self.ring.put(frame, ts, timeout, episode=ep, frame_index=index)
-        else:
+        else:  # strided (CHW) or float input: converted straight into the slot
             with self.ring.reserve(timeout, timestamp_ns=ts, episode=ep, frame_index=index) as buf:
-                np.copyto(buf, frame)
+                framelib.write(buf, frame)
 
     def put(self, frame: np.ndarray, ts: int, ep: int, index: int, overflow: str, video: Path) -> None:
         if self.failed is None and not self.enc.alive:
@@ -141,7 +142,7 @@ class _Camera:
                 except PeerDied:
                     self.restart(ep, video)
                 except RingTimeout:  # the camera's encoder is given up: keep the frame on disk
-                    self.spill.append(frame, ep, index, ts)
+                    self.spill.append(framelib.as_uint8(frame), ep, index, ts)
                     break
         elif overflow == "drop":
             try:
@@ -162,7 +163,7 @@ class _Camera:
                     self.restart(ep, video)
                     self.spill.active = True
             if self.spill.active:
-                self.spill.append(frame, ep, index, ts)
+                self.spill.append(framelib.as_uint8(frame), ep, index, ts)
             else:
                 self.spill.trim()
         self.put_count += 1
@@ -247,6 +248,8 @@ class Recorder:
         self._cams: dict[str, _Camera] = {}
         self._png: png.PngWriter | None = None
         self._episode: int | None = None
+        self._videos: dict[str, Path] = {}
+        self._counts: dict[str, int] = {}
         self._next_episode = 0
         self._index = 0
         self._closed = False
@@ -294,17 +297,26 @@ class Recorder:
     def video_path(self, camera: str, episode: int) -> Path:
         return self.root / "videos" / camera / f"episode-{episode:06d}.mp4"
 
-    def start_episode(self, episode: int | None = None) -> None:
-        """Begin an episode (default: the one after the last). Refuses to overwrite one on disk."""
+    def start_episode(self, episode: int | None = None, videos: dict[str, str | Path] | None = None) -> None:
+        """Begin an episode (default: the one after the last). Refuses to overwrite one on disk.
+
+        ``videos`` puts this episode's file for each camera at the given path instead of
+        ``video_path(camera, episode)``; an embedding app (the LeRobot adapter) chooses them.
+        """
         self._check_open()
         if self._episode is not None:
             raise StreamencError(f"episode {self._episode} is still open: end_episode() or cancel_episode() first")
         ep = self._next_episode if episode is None else int(episode)
+        if videos is not None and set(videos) != set(self.cameras):
+            raise StreamencError(
+                f"videos must name a path for each camera {sorted(self.cameras)}, got {sorted(videos)}"
+            )
+        paths = {c: Path(videos[c]) if videos else self.video_path(c, ep) for c in self.cameras}
         if self._png is not None:
             existing = [png.episode_dir(self.root, c, ep) for c in self.cameras]
             existing = [p for p in existing if p.is_dir() and any(p.iterdir())]
         else:
-            existing = [p for p in (self.video_path(c, ep) for c in self.cameras) if p.exists()]
+            existing = [p for p in paths.values() if p.exists()]
         if existing:
             raise StreamencError(f"episode {ep} already exists ({existing[0]}); remove it or choose another index")
         if self._png is not None:
@@ -317,12 +329,13 @@ class Recorder:
                 cam.put_count, cam.last_index, cam.dropped, cam.warned = 0, -1, 0, False
                 if not cam.enc.alive:
                     cam.restart(None, None)
-                cam.enc.send("start", ep, str(self.video_path(name, ep)))
+                cam.enc.send("start", ep, str(paths[name]))
             for name, cam in self._cams.items():
                 kind, value = cam.enc.expect({"started"}, 60, "start_episode")
                 if kind != "started":
                     raise EncoderError(f"camera {name}: could not start episode {ep}: {value}")
-        self._episode, self._index = ep, 0
+        self._episode, self._index, self._videos = ep, 0, paths
+        self._counts = dict.fromkeys(self.cameras, 0)
 
     def _validate(self, frames: dict[str, np.ndarray]) -> None:
         if not isinstance(frames, dict):
@@ -335,18 +348,7 @@ class Recorder:
                 f"declared {sorted(self.cameras)}"
             )
         for cam, frame in frames.items():
-            h, w, c = self.cameras[cam]
-            if not isinstance(frame, np.ndarray):
-                raise FrameError(f"camera {cam}: frame must be a numpy array, got {type(frame).__name__}")
-            if frame.shape == (c, h, w):
-                raise FrameError(f"camera {cam}: frame is CHW {frame.shape}; pass HWC, e.g. frame.transpose(1, 2, 0)")
-            if frame.shape != (h, w, c):
-                raise FrameError(f"camera {cam}: frame shape {frame.shape}, expected HWC {(h, w, c)}")
-            if frame.dtype != np.uint8:
-                hint = (
-                    " (float in [0, 1]? use (frame * 255).round().astype(np.uint8))" if frame.dtype.kind == "f" else ""
-                )
-                raise FrameError(f"camera {cam}: frame dtype {frame.dtype}, expected uint8 RGB{hint}")
+            framelib.strict(cam, frame, self.cameras[cam])
 
     def add_frame(self, frames: dict[str, np.ndarray], timestamp_ns: int | None = None) -> int:
         """Hand one frame per camera to the encoders; returns the frame's index in the episode.
@@ -359,6 +361,8 @@ class Recorder:
             raise StreamencError("no episode is open: call start_episode() first")
         self._validate(frames)
         index, ep = self._index, self._episode
+        if any(n != index for n in self._counts.values()):
+            raise StreamencError("cameras are out of step in this episode: add_frame cannot follow add_camera_frame")
         if self._png is not None:
             for cam, frame in frames.items():
                 self._png.submit(cam, ep, index, frame)
@@ -367,10 +371,38 @@ class Recorder:
                 cam.check()
             ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
             for name, frame in frames.items():
-                self._cams[name].put(frame, ts, ep, index, self.overflow, self.video_path(name, ep))
+                self._cams[name].put(frame, ts, ep, index, self.overflow, self._videos[name])
             if index % self.fps == 0 and self.overflow != "block":  # blocking is the point there
                 self._warn_if_behind()
         self._index += 1
+        self._counts = dict.fromkeys(self.cameras, self._index)
+        return index
+
+    def add_camera_frame(self, camera: str, frame: object, timestamp_ns: int | None = None) -> int:
+        """Hand one camera's next frame over, for loops that deliver cameras one at a time.
+
+        Accepts what LeRobot accepts: HWC or CHW, uint8 or float in [0, 1], or a PIL
+        image; it is converted in one pass into the ring slot. Returns its index.
+        """
+        self._check_open()
+        if self._episode is None:
+            raise StreamencError("no episode is open: call start_episode() first")
+        if camera not in self.cameras:
+            raise FrameError(f"unknown camera {camera!r}; declared {sorted(self.cameras)}")
+        view = framelib.lenient(camera, frame, self.cameras[camera])
+        ep = self._episode
+        index = self._counts[camera]
+        if self._png is not None:
+            self._png.submit(camera, ep, index, framelib.as_uint8(view))
+        else:
+            cam = self._cams[camera]
+            cam.check()
+            ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
+            cam.put(view, ts, ep, index, self.overflow, self._videos[camera])
+            if index % self.fps == 0 and self.overflow != "block":
+                self._warn_if_behind()
+        self._counts[camera] = index + 1
+        self._index = max(self._index, index + 1)
         return index
 
     def _warn_if_behind(self) -> None:
@@ -414,7 +446,7 @@ class Recorder:
                     try:
                         msg = cam.enc.poll()
                     except EncoderError:
-                        cam.restart(ep, self.video_path(name, ep))
+                        cam.restart(ep, self._videos[name])
                         if not cam.failed:
                             cam.enc.send(message, cam.last_index)
                         continue

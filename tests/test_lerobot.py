@@ -1,0 +1,273 @@
+"""streamenc installed into the real lerobot 0.4.4: datasets written through LeRobot's
+own add_frame / save_episode / finalize, read back through its metadata and PyAV."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from PIL import Image
+from test_stats import _lerobot_episode_stats
+
+import streamenc.lerobot as sl
+from streamenc import ConfigError, FrameError
+from streamenc.synthetic import SyntheticCamera, read_index
+
+H, W, FPS = 240, 320, 30
+KEYS = ("observation.images.front", "observation.images.wrist")
+REPO = "streamenc/test"
+
+
+def _features(chw: bool = False) -> dict:
+    shape, names = ((3, H, W), ["channels", "height", "width"]) if chw else ((H, W, 3), ["height", "width", "channels"])
+    feats = {k: {"dtype": "video", "shape": shape, "names": names} for k in KEYS}
+    feats["observation.state"] = {"dtype": "float32", "shape": (2,), "names": ["episode", "frame"]}
+    return feats
+
+
+def _cameras() -> dict[str, SyntheticCamera]:
+    return {k: SyntheticCamera(H, W, seed=i + 1) for i, k in enumerate(KEYS)}
+
+
+def _as_input(img: np.ndarray, kind: str):
+    if kind == "chw_float":
+        return img.transpose(2, 0, 1).astype(np.float32) / 255.0
+    if kind == "pil":
+        return Image.fromarray(img)
+    return img
+
+
+def _record(ds, cams, ep: int, n: int, kind: str = "hwc_uint8", on_frame=None) -> None:
+    for i in range(n):
+        frame = {k: _as_input(c.frame(i), kind) for k, c in cams.items()}
+        frame["observation.state"] = np.array([ep, i], np.float32)
+        frame["task"] = "pick"
+        ds.add_frame(frame)
+        assert not (Path(ds.root) / "images").exists(), "a PNG directory was created"
+        if on_frame:
+            on_frame(i)
+    ds.save_episode()
+
+
+def _episode_rows(root: Path) -> list[dict]:
+    rows = []
+    for f in sorted((root / "meta" / "episodes").rglob("*.parquet")):
+        rows += pq.read_table(f).to_pylist()
+    return sorted(rows, key=lambda r: r["episode_index"])
+
+
+def _check_dataset(root: Path, cams, lengths: list[int], *, any_start: bool = False) -> None:
+    """Every episode and camera, found the way LeRobot finds it, decodes to the frames sent:
+    stamped 0..n-1, or (``any_start``, frames numbered across a whole run) consecutive."""
+    meta = LeRobotDatasetMetadata(REPO, root=root)
+    assert meta.total_episodes == len(lengths)
+    assert meta.total_frames == sum(lengths)
+    rows = _episode_rows(root)
+    data = LeRobotDataset(REPO, root=root, download_videos=False).hf_dataset
+    for ep, n in enumerate(lengths):
+        assert rows[ep]["length"] == n
+        assert sum(1 for e in data["episode_index"] if int(e) == ep) == n  # parquet rows
+        for key, cam in cams.items():
+            t0 = rows[ep][f"videos/{key}/from_timestamp"]
+            t1 = rows[ep][f"videos/{key}/to_timestamp"]
+            path = root / meta.get_video_file_path(ep, key)
+            got = []
+            with av.open(str(path)) as c:
+                for fr in c.decode(video=0):
+                    t = float(fr.pts * fr.time_base)
+                    if t0 - 1e-4 <= t < t1 - 1e-4:
+                        got.append((t - t0, fr.to_ndarray(format="rgb24")))
+            assert len(got) == n, (ep, key, len(got), n)
+            base = read_index(got[0][1]) if any_start else 0
+            for i, (t, img) in enumerate(got):
+                assert abs(t - i / FPS) < 1e-4, (ep, key, i, t)  # LeRobot looks frames up by timestamp
+                assert read_index(img) == base + i, (ep, key, i)
+                err = np.abs(img.astype(np.int16) - cam.expected(base + i).astype(np.int16)).mean()
+                assert err < 6, (ep, key, i, err)
+    assert not (root / "images").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["data", "meta", "videos"], "stray files in the dataset root"
+
+
+@pytest.mark.parametrize("kind", ["hwc_uint8", "chw_float", "pil"])
+def test_three_episodes_two_cameras_read_back_through_lerobot(tmp_path, kind):
+    root = tmp_path / "ds"
+    ds = LeRobotDataset.create(
+        REPO, FPS, _features(chw=kind == "chw_float"), root=root, image_writer_threads=4, vcodec="auto"
+    )
+    assert ds.image_writer is not None
+    assert sl.install(ds) is ds
+    assert ds.image_writer is None  # stopped: video frames no longer go through it
+    cams = _cameras()
+    lengths = [31, 45, 38]
+    for ep, n in enumerate(lengths):
+        _record(ds, cams, ep, n, kind)
+    ds.finalize()
+    _check_dataset(root, cams, lengths)
+    assert ds._streaming_encoder.recorder is None  # finalize() ended the encoder processes
+
+
+def test_episode_stats_match_lerobot_compute_stats(tmp_path):
+    root = tmp_path / "ds"
+    ds = sl.install(LeRobotDataset.create(REPO, FPS, _features(), root=root))
+    cams = _cameras()
+    n = 40
+    _record(ds, cams, 0, n)
+    ds.finalize()
+    row = _episode_rows(root)[0]
+    for key, cam in cams.items():
+        frames = np.stack([cam.expected(i) for i in range(n)])
+        theirs_u8 = _lerobot_episode_stats(frames, as_float=False)
+        theirs = _lerobot_episode_stats(frames, as_float=True)  # LeRobot's std is wrong for uint8 input
+        ours = {k: np.asarray(row[f"stats/{key}/{k}"], np.float64) for k in theirs}
+        assert ours["count"][0] == n
+        for k in ("min", "max", "mean"):
+            np.testing.assert_allclose(ours[k], theirs_u8[k], atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(ours["std"], theirs["std"], rtol=1e-6)
+        for k in ("q01", "q10", "q50", "q90", "q99"):
+            np.testing.assert_allclose(ours[k], theirs[k], atol=0.5 / 255, err_msg=k)
+    meta = LeRobotDatasetMetadata(REPO, root=root)
+    assert meta.stats[KEYS[0]]["mean"].shape == (3, 1, 1)
+
+
+def test_clear_episode_buffer_midway_leaves_nothing_and_next_episode_is_right(tmp_path):
+    root = tmp_path / "ds"
+    ds = sl.install(LeRobotDataset.create(REPO, FPS, _features(), root=root))
+    cams = _cameras()
+    for i in range(20):  # a take the user throws away (lerobot-record's re-record)
+        ds.add_frame(
+            {
+                **{k: c.frame(1000 + i) for k, c in cams.items()},
+                "observation.state": np.zeros(2, np.float32),
+                "task": "pick",
+            }
+        )
+    ds.clear_episode_buffer()
+    assert sorted(p.name for p in root.iterdir()) == ["meta"], "the cancelled take left files"
+    _record(ds, cams, 0, 33)
+    ds.finalize()
+    _check_dataset(root, cams, [33])
+
+
+def test_resume_existing_dataset_and_add_an_episode(tmp_path):
+    root = tmp_path / "ds"
+    cams = _cameras()
+    ds = sl.install(LeRobotDataset.create(REPO, FPS, _features(), root=root))
+    _record(ds, cams, 0, 30)
+    ds.finalize()
+    again = sl.install(LeRobotDataset(REPO, root=root))
+    _record(again, cams, 1, 35)
+    again.finalize()
+    _check_dataset(root, cams, [30, 35])
+
+
+def test_encoder_killed_mid_episode_loses_no_frame(tmp_path):
+    root = tmp_path / "ds"
+    ds = sl.install(LeRobotDataset.create(REPO, FPS, _features(), root=root))
+    cams = _cameras()
+    enc = ds._streaming_encoder
+    killed = []
+
+    def kill_once(i: int) -> None:
+        time.sleep(1 / FPS)  # real time, so the encoder has made durable parts
+        if i == 45:
+            pid = enc.recorder.health()[KEYS[0]].pid
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    _record(ds, cams, 0, 90, on_frame=kill_once)
+    assert killed and enc.recorder.health()[KEYS[0]].restarts == 1
+    assert enc.recorder.health()[KEYS[0]].pid != killed[0]
+    ds.finalize()
+    _check_dataset(root, cams, [90])
+
+
+def test_bad_frame_is_refused_before_lerobot_buffers_it(tmp_path):
+    root = tmp_path / "ds"
+    ds = sl.install(LeRobotDataset.create(REPO, FPS, _features(), root=root))
+    cams = _cameras()
+    good = {k: c.frame(0) for k, c in cams.items()}
+    state = {"observation.state": np.zeros(2, np.float32), "task": "pick"}
+    ds.add_frame({**good, **state})
+    too_bright = good[KEYS[1]].astype(np.float32) / 100.0  # float, but not in [0, 1]
+    with pytest.raises(FrameError, match=r"expected \[0, 1\]"):
+        ds.add_frame({KEYS[0]: good[KEYS[0]], KEYS[1]: too_bright, **state})
+    with pytest.raises(FrameError, match="dtype int32"):
+        ds.add_frame({KEYS[0]: good[KEYS[0]].astype(np.int32), KEYS[1]: good[KEYS[1]], **state})
+    for i in range(1, 30):  # the episode goes on, one frame per add_frame that succeeded
+        ds.add_frame({**{k: c.frame(i) for k, c in cams.items()}, **state})
+    ds.save_episode()
+    ds.finalize()
+    _check_dataset(root, cams, [30])
+
+
+def test_unsupported_lerobot_version_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(sl.importlib.metadata, "version", lambda name: "0.5.1")
+    with pytest.raises(ConfigError, match=r"lerobot 0\.5\.1 is not supported.*lerobot==0\.4\.4"):
+        sl.install(object())
+
+
+def test_install_rejects_what_it_cannot_record(tmp_path):
+    with pytest.raises(ConfigError, match="LeRobotDataset"):
+        sl.install(object())
+    feats = {"observation.state": {"dtype": "float32", "shape": (2,), "names": ["a", "b"]}}
+    ds = LeRobotDataset.create(REPO, FPS, feats, root=tmp_path / "ds")
+    with pytest.raises(ConfigError, match="no video features"):
+        sl.install(ds)
+    ds = LeRobotDataset.create(REPO, FPS, _features(), root=tmp_path / "ds2")
+    with pytest.raises(ConfigError, match="unknown encoder options"):
+        sl.install(ds, crf_typo=3)
+
+
+def test_lerobot_auto_choice_of_an_unusable_nvenc_falls_back_to_the_probe(tmp_path, caplog):
+    ds = LeRobotDataset.create(REPO, FPS, _features(), root=tmp_path / "ds", vcodec="auto")
+    assert ds.vcodec == "h264_nvenc"  # lerobot 0.4.4's auto: listed is enough
+    usable = [r.name for r in sl.probe(sl.EncoderConfig()) if r.usable]
+    sl.install(ds)
+    rec = ds._streaming_encoder.recorder
+    assert rec.codec == usable[0]
+    if "h264_nvenc" not in usable:
+        assert "cannot encode here" in caplog.text
+    ds._streaming_encoder.close()
+
+
+def _lerobot_record(root: Path, *flags: str) -> subprocess.CompletedProcess:
+    """streamenc's lerobot-record, run as a user would, on a robot with no hardware."""
+    boot = "import synthetic_robot; from streamenc.lerobot import main; main()"
+    args = [
+        sys.executable,
+        "-c",
+        boot,
+        "--robot.type=streamenc_synth",
+        "--teleop.type=streamenc_synth_teleop",
+        f"--dataset.repo_id={REPO}",
+        f"--dataset.root={root}",
+        "--dataset.single_task=pick",
+        "--dataset.episode_time_s=2",
+        "--dataset.reset_time_s=0",
+        "--dataset.push_to_hub=false",
+        "--play_sounds=false",
+        *flags,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(args, cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_lerobot_record_entry_point_records_and_resumes(tmp_path):
+    root = tmp_path / "ds"
+    first = _lerobot_record(root, "--dataset.num_episodes=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "streamenc: recording 2 cameras" in first.stderr
+    second = _lerobot_record(root, "--dataset.num_episodes=1", "--resume=true")
+    assert second.returncode == 0, second.stderr[-3000:]
+    lengths = [r["length"] for r in _episode_rows(root)]
+    assert len(lengths) == 3 and all(n > 0 for n in lengths)
+    _check_dataset(root, _cameras(), lengths, any_start=True)
