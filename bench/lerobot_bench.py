@@ -7,8 +7,9 @@ LeRobotDataset, in one run, on the same frames.
 - ``streamenc``: the same dataset as ``png`` with ``streamenc.lerobot.install``.
 
 All three use libsvtav1 with LeRobot's settings (g=2, crf=30, preset 12). Each runs in
-its own process, paced at the camera fps, so that its CPU (with every child process it
-reaped) and its memory (RSS of the process tree, sampled here every 0.5 s) are its own.
+its own process, paced at the camera fps. CPU is that process's and every child's it
+reaped, from dataset creation to finalize() (the imports, the same for all, excluded);
+memory is the RSS of its process tree, sampled from here every 0.5 s.
 The videos are then decoded here and their frames counted per episode.
 
     python bench/lerobot_bench.py [--cameras 2 4] [--seconds 10] [--episodes 2] [--json out.json]
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ def record(pipeline: str, cameras: int, seconds: float, episodes: int, root: Pat
 
     from streamenc.synthetic import Pacer, SyntheticCamera
 
+    cpu0 = _cpu()  # after the imports, which cost every pipeline the same
     feats = _features(cameras)
     keys = [k for k in feats if feats[k]["dtype"] == "video"]
     ds = LeRobotDataset.create(
@@ -66,7 +69,7 @@ def record(pipeline: str, cameras: int, seconds: float, episodes: int, root: Pat
     cams = {k: SyntheticCamera(H, W, seed=i) for i, k in enumerate(keys)}
     n = int(round(seconds * FPS))
     add, saves, missed = [], [], 0
-    for ep in range(episodes):
+    for _ in range(episodes):
         pacer = Pacer(FPS)
         for i in range(n):
             frame = {k: c.frame(i) for k, c in cams.items()}
@@ -80,9 +83,8 @@ def record(pipeline: str, cameras: int, seconds: float, episodes: int, root: Pat
         t0 = time.perf_counter()
         ds.save_episode()
         saves.append(time.perf_counter() - t0)
-    ds.finalize()
-    if pipeline == "stream":
-        ds._streaming_encoder = None  # its threads are done; nothing to close
+    ds.finalize()  # streamenc's encoder processes end and are reaped here
+    cpu = _cpu() - cpu0
     lat = np.array(add) * 1e3
     return {
         "add_p50_ms": float(np.percentile(lat, 50)),
@@ -91,7 +93,14 @@ def record(pipeline: str, cameras: int, seconds: float, episodes: int, root: Pat
         "missed": missed,
         "save_s": saves,
         "sent": n * episodes * cameras,
+        "cpu_s": cpu,
     }
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and every child it has reaped."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def frames_back(root: Path) -> int:
@@ -134,13 +143,9 @@ def run(pipeline: str, cameras: int, seconds: float, episodes: int, scratch: Pat
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc, peak = psutil.Process(child.pid), 0
-    while True:
+    while child.poll() is None:
         peak = max(peak, tree_rss(proc))
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
         time.sleep(0.5)
-    child.returncode = os.waitstatus_to_exitcode(status)
     err = child.stderr.read()
     if child.returncode != 0:
         raise SystemExit(f"{pipeline} with {cameras} cameras failed:\n{err[-3000:]}")
@@ -148,7 +153,6 @@ def run(pipeline: str, cameras: int, seconds: float, episodes: int, scratch: Pat
     result.update(
         pipeline=pipeline,
         cameras=cameras,
-        cpu_s=usage.ru_utime + usage.ru_stime,
         peak_rss_mib=peak / 2**20,
         back=frames_back(root),
     )
@@ -179,9 +183,7 @@ def verdicts(rows: list[dict]) -> list[str]:
         if not {"png", "streamenc"} <= set(by):
             continue
         se, png = by["streamenc"], by["png"]
-        line = (
-            f"{cams} cameras: save_episode {np.mean(png['save_s']) / np.mean(se['save_s']):.0f}x faster than png"
-        )
+        line = f"{cams} cameras: save_episode {np.mean(png['save_s']) / np.mean(se['save_s']):.0f}x faster than png"
         if "stream" in by:
             line += f", {np.mean(by['stream']['save_s']) / np.mean(se['save_s']):.1f}x faster than stream"
         line += f"; CPU {se['cpu_s'] / png['cpu_s']:.2f}x png; frames lost {se['sent'] - se['back']}"

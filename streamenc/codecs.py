@@ -101,6 +101,11 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
         params = []
         if threads:
             params.append(f"lp={threads}")
+        if cfg.g <= 2:
+            # nothing to look ahead at between keyframes: the bitstream is byte-identical
+            # (tests/test_codecs.py), with about half the frames in flight, so end_episode
+            # waits for fewer
+            params.append("lookahead=0")
         if cfg.fast_decode:
             params.append(f"fast-decode={cfg.fast_decode}")
         if params:

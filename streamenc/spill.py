@@ -176,11 +176,7 @@ def read_records(path: Path):
     """Yield (episode, frame index, timestamp, frame) from a spill file: for recovering
     raw frames by hand, when an encoder could not be restarted."""
     with open(path, "rb") as f:
-        head = f.read(FILE_HEADER)
-        magic, _, ndim, dtype, *rest = _FILE.unpack_from(head)
-        if magic != FILE_MAGIC:
-            raise StreamencError(f"{path} is not a streamenc spill file")
-        shape, rec = tuple(rest[:ndim]), rest[4]
+        shape, dtype, rec = _file_header(path, f.read(FILE_HEADER))
         while True:
             raw = f.read(rec)
             if len(raw) < rec:
@@ -190,5 +186,43 @@ def read_records(path: Path):
                 episode,
                 index,
                 ts,
-                np.frombuffer(raw, np.dtype(dtype.rstrip(b"\0").decode()), offset=REC_HEADER).reshape(shape),
+                np.frombuffer(raw, dtype, offset=REC_HEADER).reshape(shape),
             )
+
+
+def _file_header(path: Path, head: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(frame shape, dtype, record size) from a spill file's header."""
+    if len(head) < FILE_HEADER:
+        raise StreamencError(f"{path} is not a streamenc spill file")
+    magic, _, ndim, dtype, *rest = _FILE.unpack_from(head)
+    if magic != FILE_MAGIC:
+        raise StreamencError(f"{path} is not a streamenc spill file")
+    return tuple(rest[:ndim]), np.dtype(dtype.rstrip(b"\0").decode()), rest[4]
+
+
+def record_count(path: Path) -> int:
+    """Whole records in a spill file, from its size (without reading the frames)."""
+    with open(path, "rb") as f:
+        _, _, rec = _file_header(path, f.read(FILE_HEADER))
+    return (os.path.getsize(path) - FILE_HEADER) // rec
+
+
+def stale_spills(roots: list[Path], live_rings: set[str], depth: int = 3) -> list[tuple[Path, int]]:
+    """Spill files under ``roots`` (spill directories at most ``depth`` levels down) whose
+    ring is not in ``live_rings``: their recorder is gone. Each with its record count."""
+    out = []
+    for root in roots:
+        base = len(root.resolve().parts)
+        for dirpath, dirnames, filenames in os.walk(root):
+            if len(Path(dirpath).resolve().parts) - base >= depth:
+                dirnames.clear()
+            for name in filenames:
+                ring = name.rsplit("-streamenc-", 1)[-1].removesuffix(".spill")
+                if name.endswith(".spill") and "-streamenc-" in name and f"streamenc-{ring}" not in live_rings:
+                    path = Path(dirpath) / name
+                    try:
+                        frames = record_count(path)
+                    except (StreamencError, OSError, ValueError):
+                        frames = 0
+                    out.append((path, frames))
+    return sorted(out)

@@ -13,13 +13,13 @@ from streamenc.codecs import codec_options, input_format, select
 def test_defaults_are_lerobots():
     cfg = EncoderConfig()
     assert (cfg.vcodec, cfg.pix_fmt, cfg.g, cfg.crf, cfg.fast_decode) == ("libsvtav1", "yuv420p", 2, 30, 0)
-    assert codec_options(cfg) == {"g": "2", "crf": "30", "preset": "12"}
+    assert codec_options(cfg) == {"g": "2", "crf": "30", "preset": "12", "svtav1-params": "lookahead=0"}
 
 
 def test_svt_mapping_uses_svtav1_params_for_threads_and_fast_decode():
     opts = codec_options(EncoderConfig(preset=8, crf=35, g=30, fast_decode=1, threads=3))
     assert opts == {"g": "30", "crf": "35", "preset": "8", "svtav1-params": "lp=3:fast-decode=1"}
-    assert codec_options(EncoderConfig(), threads=1)["svtav1-params"] == "lp=1"
+    assert codec_options(EncoderConfig(), threads=1)["svtav1-params"] == "lp=1:lookahead=0"
 
 
 def test_x264_mapping():
@@ -91,3 +91,34 @@ def test_without_nvidia_nvenc_is_rejected_with_ffmpegs_reason_and_auto_picks_svt
 
 def test_named_usable_codec_is_taken_as_is():
     assert select(EncoderConfig(vcodec="libx264")) == "libx264"
+
+
+@pytest.mark.parametrize("preset", [12, 8])
+def test_svt_without_lookahead_at_g2_writes_the_same_bytes(preset):
+    """codec_options turns SVT's look-ahead off when g <= 2; that must not change the video."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    from streamenc.synthetic import SyntheticCamera
+
+    cam = SyntheticCamera(96, 128, seed=4)
+
+    def encode(params: str) -> bytes:
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="mp4") as c:
+            s = c.add_stream("libsvtav1", rate=30)
+            s.height, s.width, s.pix_fmt, s.time_base = 96, 128, "yuv420p", Fraction(1, 30)
+            s.options = {"g": "2", "crf": "30", "preset": str(preset), "svtav1-params": params}
+            for i in range(24):
+                frame = av.VideoFrame.from_ndarray(cam.frame(i), format="rgb24")
+                frame.pts = i
+                c.mux(s.encode(frame))
+            c.mux(s.encode(None))
+        return buf.getvalue()
+
+    ours = codec_options(EncoderConfig(preset=preset, threads=1))["svtav1-params"]
+    assert "lookahead=0" in ours
+    assert encode(ours) == encode("lp=1")
+    assert "lookahead" not in codec_options(EncoderConfig(g=30)).get("svtav1-params", "")
