@@ -7,7 +7,7 @@ EXT    := $(VENV)/.ext-built
 LEROBOT := $(VENV)/.lerobot-installed
 OUT    ?= bench/out
 
-.PHONY: venv lerobot demo test bench lint clean
+.PHONY: venv lerobot demo test bench bench-lerobot bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -39,10 +39,21 @@ demo: venv
 test: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
 
-bench: venv
+# The default sweep of the harness (streamenc bench), with the ring micro-benchmark first.
+bench: venv $(LEROBOT)
 	mkdir -p $(OUT)
 	$(BIN)/python -m pytest bench/test_ring_bench.py --benchmark-only --benchmark-json=$(OUT)/ring.json -q
 	$(BIN)/python bench/ring_report.py $(OUT)/ring.json
+	HF_HUB_OFFLINE=1 $(BIN)/streamenc bench --out $(OUT)/sweep
+
+# Longer runs behind the tables in docs/benchmarks.md: LeRobot's record loop (~12 min),
+# the record loop and the 60 s overload timeline (~15 min).
+bench-lerobot: venv $(LEROBOT)
+	mkdir -p $(OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/lerobot_bench.py --json $(OUT)/lerobot.json
+
+bench-overload: venv
+	mkdir -p $(OUT)
 	$(BIN)/python bench/record_bench.py --json $(OUT)/record.jsonl
 	$(BIN)/python bench/overload_bench.py --out $(OUT)
 

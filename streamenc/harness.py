@@ -345,6 +345,8 @@ def record(run: Run, root: Path) -> dict:
     from .synthetic import Pacer
 
     sources = [Source(run, i) for i in range(run.cameras)]
+    if uses_lerobot(run):
+        import lerobot.datasets.lerobot_dataset  # noqa: F401  (imports cost every pipeline the same)
     if run.limit_as_mib:
         limit = run.limit_as_mib * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -387,7 +389,6 @@ def record(run: Run, root: Path) -> dict:
         "sent": n * run.episodes * run.cameras,
         "dropped": pipe.dropped(),
         "cpu_s": _cpu() - cpu0,
-        "wall_s": time.monotonic() - t0,
         "backlog": backlog,
         "files": [str(f) for f in pipe.files],
     }
@@ -511,7 +512,8 @@ def measure(run: Run, scratch: Path) -> dict:
         end_s=result["end_s"],
         cpu_s=result["cpu_s"],
         cpu_ms_per_frame=result["cpu_s"] * 1e3 / max(1, result["sent"]),
-        cpu_share=result["cpu_s"] / (result["wall_s"] * cores),
+        # CPU per second recorded, as a share of the machine: what sustained recording costs
+        cpu_share=result["cpu_s"] / (run.seconds * run.episodes * cores),
         peak_rss_mib=max((s["rss"] for s in samples), default=0) / 2**20,
         peak_uss_mib=max((s["uss"] for s in samples), default=0) / 2**20,
         peak_shm_mib=max((s["shm"] for s in samples), default=0) / 2**20,

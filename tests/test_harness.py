@@ -1,0 +1,70 @@
+"""The benchmark harness works: every pipeline measured, every field there, every frame
+read back, report and plots written. (How fast anything is, is not asserted here.)"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psutil
+
+from streamenc import harness
+from test_cli import streamenc
+
+FIELDS = {
+    "pipeline", "cameras", "size", "codec", "pressure", "config", "ok", "impl",
+    "add_p50_ms", "add_p99_ms", "add_max_ms", "missed", "end_s", "cpu_s", "cpu_ms_per_frame", "cpu_share",
+    "peak_rss_mib", "peak_uss_mib", "peak_shm_mib", "peak_disk_mib", "memory", "backlog",
+    "sent", "dropped", "back", "lost", "latency_cdf",
+}  # fmt: skip
+
+
+def test_quick_bench_measures_every_pipeline_and_reads_every_frame_back(tmp_path):
+    out = streamenc("bench", "--quick", "--out", str(tmp_path), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [ln["pipeline"] for ln in lines] == ["png", "stream", "streamenc"]
+    for ln in lines:
+        assert FIELDS <= set(ln), FIELDS - set(ln)
+        assert ln["ok"] and ln["sent"] == 60 and ln["back"] == ln["sent"] and ln["lost"] == 0, ln["pipeline"]
+        assert ln["cpu_s"] > 0 and ln["peak_rss_mib"] > 0 and ln["memory"]
+    streamenc_line = lines[2]
+    assert streamenc_line["peak_shm_mib"] > 0  # its rings were seen in /dev/shm
+    report = (tmp_path / "report.md").read_text()
+    assert "1x240p libsvtav1" in report and report.count("real-time") >= 3
+    for plot in ("latency_cdf", "memory_timeline", "cpu_per_frame", "backlog_timeline"):
+        assert (tmp_path / f"{plot}.png").stat().st_size > 1000
+        assert f"({plot}.png)" in report
+    assert "streamenc" in out.stdout and "report:" in out.stdout
+
+
+def test_plan_is_the_product_of_the_axes_given():
+    runs = harness.plan(cameras=[1, 2], sizes=["480p", "720p"], pipelines=["streamenc"], seconds=3)
+    assert [(r.cameras, r.size) for r in runs] == [(1, "480p"), (1, "720p"), (2, "480p"), (2, "720p")]
+    assert all(r.seconds == 3 and r.codec == "libsvtav1" for r in runs)
+    default = harness.plan()
+    configs = {r.config for r in default}
+    assert {"1x480p libsvtav1", "4x480p libsvtav1", "2x1080p libsvtav1", "2x480p libx264"} <= configs
+    assert "2x480p libsvtav1 pressure 50%" in configs
+    assert len(default) == 3 * len(configs)
+
+
+def test_memory_hog_holds_its_share_and_is_ended():
+    hog = harness._hog(0.02)
+    try:
+        want = psutil.virtual_memory().total * 0.01
+        deadline = time.monotonic() + 10
+        while psutil.Process(hog.pid).memory_info().rss < want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert psutil.Process(hog.pid).memory_info().rss >= want
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_a_pipeline_that_cannot_run_gives_a_failed_line_not_a_crash(tmp_path):
+    run = harness.Run("streamenc", cameras=1, size="240p", seconds=1, limit_as_mib=64)
+    line = harness.measure(run, Path(tmp_path))
+    assert line["ok"] is False and line["error"]
+    assert line["config"] == "1x240p libsvtav1 AS<=64MiB"
