@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 # The real lerobot 0.4.4 for the integration tests. Its own pins conflict with what
 # installs here, so: torch first, lerobot without deps, then a known-good set.
 # av<16 is lerobot's pin; streamenc supports av>=14, so both live in one venv.
-$(LEROBOT): $(STAMP)
+$(LEROBOT): $(STAMP) tests/requirements-lerobot.txt
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q --no-deps lerobot==0.4.4
 	$(BIN)/python -m pip install -q -r tests/requirements-lerobot.txt

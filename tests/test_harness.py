@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import psutil
+from test_cli import streamenc
 
 from streamenc import harness
-from test_cli import streamenc
 
 FIELDS = {
     "pipeline", "cameras", "size", "codec", "pressure", "config", "ok", "impl",
