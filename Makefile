@@ -49,8 +49,7 @@ bench: venv $(LEROBOT)
 # Longer runs behind the tables in docs/benchmarks.md: LeRobot's record loop (~12 min),
 # the record loop and the 60 s overload timeline (~15 min).
 bench-lerobot: venv $(LEROBOT)
-	mkdir -p $(OUT)
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/lerobot_bench.py --json $(OUT)/lerobot.json
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/lerobot_bench.py --out $(OUT)/lerobot
 
 bench-overload: venv
 	mkdir -p $(OUT)

@@ -169,7 +169,7 @@ def _list(kind):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .harness import PIPELINES, plan, sweep
+    from .harness import PIPELINES, MemoryCgroup, plan, sweep
     from .report import verdict
 
     bad = set(args.pipelines or []) - set(PIPELINES)
@@ -181,12 +181,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ("seconds", args.seconds),
             ("episodes", args.episodes),
             ("limit_as_mib", args.limit_as),
+            ("memory_limit_mib", args.memory_limit),
             ("video", args.video),
         )
         if v is not None
     }
     if args.video and not Path(args.video).is_file():
         raise StreamencError(f"--video {args.video}: no such file")
+    if args.memory_limit:
+        MemoryCgroup(args.memory_limit).remove()  # fail now, not after the first runs
     try:
         runs = plan(args.quick, args.pipelines, args.cameras, args.sizes, args.codecs, args.pressure, **common)
     except ValueError as e:
@@ -221,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codecs", type=_list(str), help="e.g. libsvtav1,libx264,h264_nvenc")
     p.add_argument("--pressure", type=_list(float), help="shares of available RAM held during runs, e.g. 0,0.5")
     p.add_argument("--limit-as", type=_positive(int), help="RLIMIT_AS of the recording process, MiB")
+    p.add_argument("--memory-limit", type=_positive(int), help="memory cgroup around each run's process tree, MiB")
     p.add_argument("--seconds", type=_positive(float), help="per episode (default 5)")
     p.add_argument("--episodes", type=_positive(int))
     p.add_argument("--video", help="take frames from this video file instead of synthetic ones")

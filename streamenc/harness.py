@@ -56,6 +56,7 @@ class Run:
     codec: str = "libsvtav1"
     pressure: float = 0.0  # share of available RAM held by another process during the run
     limit_as_mib: int | None = None  # RLIMIT_AS of the recording process
+    memory_limit_mib: int | None = None  # a memory cgroup around the recording process tree
     seconds: float = 5.0
     episodes: int = 1
     fps: int = 30
@@ -68,6 +69,8 @@ class Run:
             out += f" pressure {self.pressure:.0%}"
         if self.limit_as_mib:
             out += f" AS<={self.limit_as_mib}MiB"
+        if self.memory_limit_mib:
+            out += f" cgroup<={self.memory_limit_mib}MiB"
         return out
 
 
@@ -419,6 +422,56 @@ def _memory(pid: int, scratch: Path) -> dict:
     return {"rss": rss, "uss": uss, "shm": shm, "disk": disk}
 
 
+class MemoryCgroup:
+    """A memory cgroup (v2, or v1's memory controller) holding a run's process tree, as a
+    container limit would: its rings, page cache and encoders are charged to it. It is
+    made inside this process's own cgroup, so it stays under any limit already set on us.
+    Needs a writable cgroup file system (root, or a delegated subtree)."""
+
+    def __init__(self, limit_mib: int) -> None:
+        own = {}  # controller (v1) or "" (v2) -> this process's cgroup path
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                own[c] = path.lstrip("/")
+        v1 = Path("/sys/fs/cgroup/memory")
+        if (v1 / "memory.limit_in_bytes").exists() and "memory" in own:
+            base, limit_file = v1 / own["memory"], "memory.limit_in_bytes"
+        elif Path("/sys/fs/cgroup/cgroup.controllers").exists() and "" in own:
+            base, limit_file = Path("/sys/fs/cgroup") / own[""], "memory.max"
+        else:
+            raise OSError("no cgroup memory controller at /sys/fs/cgroup")
+        self.path = base / f"streamenc-bench-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            self.path.mkdir()
+            (self.path / limit_file).write_text(str(limit_mib * 2**20))
+        except OSError as e:
+            self.remove()
+            raise OSError(f"cannot make a memory cgroup in {base} ({e.strerror}); run as root or drop the limit") from e
+        self.procs = self.path / "cgroup.procs"
+
+    def enter(self) -> None:
+        """Called in the child between fork and exec (preexec_fn)."""
+        self.procs.write_text(str(os.getpid()))
+
+    def remove(self) -> None:
+        """End whatever is left in the group (an OOM-killed recorder's orphaned encoders),
+        by pid, then remove it: a cgroup with live members cannot be removed."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+            except OSError:
+                return  # never made, or already gone
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+                return
+            time.sleep(0.05)
+
+
 def _hog(share: float) -> subprocess.Popen | None:
     """A process holding ``share`` of the available RAM (touched, so it is resident)."""
     if share <= 0:
@@ -471,12 +524,21 @@ def measure(run: Run, scratch: Path) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"{run.pipeline}-", dir=scratch))
     out = root / "result.json"
     hog = _hog(run.pressure)
+    cgroup = None
     timeline: list[dict] = []
     err = ""
     try:
         args = [sys.executable, "-m", "streamenc.harness", json.dumps(dataclasses.asdict(run)), str(root), str(out)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cgroup = MemoryCgroup(run.memory_limit_mib) if run.memory_limit_mib else None
+        child = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=cgroup.enter if cgroup else None,
+        )
         drain = threading.Thread(target=lambda: timeline.append(child.stderr.read()), daemon=True)
         drain.start()
         t0 = time.monotonic()
@@ -491,9 +553,13 @@ def measure(run: Run, scratch: Path) -> dict:
         if hog is not None:
             hog.kill()
             hog.wait()
+        if cgroup is not None:
+            cgroup.remove()
     line: dict[str, Any] = {**dataclasses.asdict(run), "config": run.config}
     if child.returncode != 0 or not out.exists():
         tail = [s for s in err.strip().splitlines() if s.strip()][-1:] or [f"exit code {child.returncode}"]
+        if child.returncode == -signal.SIGKILL:
+            tail = [f"killed (SIGKILL{', the cgroup OOM killer' if run.memory_limit_mib else ''})"]
         line.update(ok=False, error=tail[0][:300])
         shutil.rmtree(root, ignore_errors=True)
         return line

@@ -68,3 +68,56 @@ def test_a_pipeline_that_cannot_run_gives_a_failed_line_not_a_crash(tmp_path):
     line = harness.measure(run, Path(tmp_path))
     assert line["ok"] is False and line["error"]
     assert line["config"] == "1x240p libsvtav1 AS<=64MiB"
+
+
+def test_frames_from_a_user_video_are_resized_and_differ_per_camera(tmp_path):
+    import av
+    import numpy as np
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.height, s.width, s.pix_fmt = 120, 160, "yuv420p"
+        for i in range(5):
+            img = np.full((120, 160, 3), 40 * i, np.uint8)
+            img[:, : 10 * (i + 1)] = 255
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode(None))
+    run = harness.Run("streamenc", size="240p", video=str(path))
+    a, b = harness.Source(run, 0), harness.Source(run, 1)
+    assert len(a.pool) == 5 and a.frame(0).shape == (240, 320, 3) and a.frame(0).dtype == np.uint8
+    assert a.frame(7) is a.frame(2)  # the pool loops
+    assert not np.array_equal(a.frame(0), b.frame(0))
+
+
+def test_memory_cgroup_limit_is_applied_or_refused_clearly(tmp_path):
+    try:
+        group = harness.MemoryCgroup(64)
+    except OSError as e:  # no writable cgroup here: the CLI says so in one line
+        assert "cgroup" in str(e)
+        out = streamenc("bench", "--quick", "--memory-limit", "64", "--out", str(tmp_path))
+        assert out.returncode == 2 and "cgroup" in out.stderr and "Traceback" not in out.stderr
+        return
+    group.remove()
+    encoders_before = _encoder_pids()
+    starved = harness.measure(
+        harness.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=40), tmp_path
+    )
+    assert starved["ok"] is False and "cgroup<=40MiB" in starved["config"]
+    assert _encoder_pids() <= encoders_before  # the killed recorder's orphaned encoders were ended too
+    roomy = harness.measure(
+        harness.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=4096), tmp_path
+    )
+    assert roomy["ok"] and roomy["back"] == roomy["sent"] == 30
+    assert not list(Path(group.path.parent).glob("streamenc-bench-*"))  # every cgroup removed
+
+
+def _encoder_pids() -> set[int]:
+    """Live streamenc encoder processes, anywhere (an orphan is no child of ours)."""
+    out = set()
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and "streamenc.encoder import main" in " ".join(
+            p.info["cmdline"] or []
+        ):
+            out.add(p.pid)
+    return out
