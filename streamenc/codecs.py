@@ -101,11 +101,12 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
         params = []
         if threads:
             params.append(f"lp={threads}")
-        if cfg.g <= 2:
-            # nothing to look ahead at between keyframes: the bitstream is byte-identical
-            # (tests/test_codecs.py), with about half the frames in flight, so end_episode
-            # waits for fewer
-            params.append("lookahead=0")
+        if cfg.g == 2:
+            # A keyframe every other frame leaves nothing to look ahead at and no long
+            # mini-GOP to build: both settings give byte-identical video (tests/test_codecs.py;
+            # not so at g=1), with 8 frames in flight instead of ~40, so the flush at the end
+            # of an episode is short.
+            params.append("lookahead=0:hierarchical-levels=2")
         if cfg.fast_decode:
             params.append(f"fast-decode={cfg.fast_decode}")
         if params:

@@ -157,6 +157,12 @@ class StreamencVideoEncoder:
             raise StreamencError(f"unknown video key {video_key!r}; installed {sorted(self.keys)}")
         self.recorder.add_camera_frame(self.keys[video_key], image)
 
+    def seal(self) -> None:
+        """The episode's last frame is in: the encoders flush while save_episode writes its
+        parquet and stats, which it does before it calls finish_episode."""
+        if self.active and self.recorder is not None:
+            self.recorder.seal_episode()
+
     def finish_episode(self) -> dict[str, tuple[Path, dict[str, np.ndarray] | None]]:
         """Every frame encoded and each camera's MP4 closed (parts of a crash-recovered
         episode already joined), with stats in the raw 0-255, shape (3,) form LeRobot wants."""
@@ -236,8 +242,15 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
         encoder.check(frame)
         lerobot_add_frame(frame)
 
+    lerobot_save_episode = dataset.save_episode
+
+    def save_episode(*args: Any, **kwargs: Any) -> None:
+        encoder.seal()
+        lerobot_save_episode(*args, **kwargs)
+
     add_frame.__doc__ = lerobot_add_frame.__doc__
-    dataset.add_frame = add_frame
+    save_episode.__doc__ = lerobot_save_episode.__doc__
+    dataset.add_frame, dataset.save_episode = add_frame, save_episode
     log.info(
         "streamenc: recording %d cameras with %s in encoder processes; no PNGs, no encode at save_episode",
         len(video_keys),

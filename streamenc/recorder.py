@@ -23,7 +23,7 @@ import numpy as np
 from . import frames as framelib
 from . import png
 from .codecs import EncoderConfig, default_threads, select
-from .encoder import EncoderProcess, EncoderSpec, EpisodeVideo
+from .encoder import EncoderProcess, EncoderSpec, EpisodeVideo, existing_parts
 from .errors import DiskFull, EncoderError, FrameError, PeerDied, RingTimeout, ShmTooSmall, StreamencError
 from .ring import FrameRing, clean_stale, ring_bytes, shm_free_bytes
 from .spill import DROPPED, ENCODED, SpillWriter
@@ -248,6 +248,7 @@ class Recorder:
         self._cams: dict[str, _Camera] = {}
         self._png: png.PngWriter | None = None
         self._episode: int | None = None
+        self._sealed = False  # seal_episode() called: the encoders are finishing it
         self._videos: dict[str, Path] = {}
         self._counts: dict[str, int] = {}
         self._next_episode = 0
@@ -334,7 +335,7 @@ class Recorder:
                 kind, value = cam.enc.expect({"started"}, 60, "start_episode")
                 if kind != "started":
                     raise EncoderError(f"camera {name}: could not start episode {ep}: {value}")
-        self._episode, self._index, self._videos = ep, 0, paths
+        self._episode, self._index, self._videos, self._sealed = ep, 0, paths, False
         self._counts = dict.fromkeys(self.cameras, 0)
 
     def _validate(self, frames: dict[str, np.ndarray]) -> None:
@@ -356,9 +357,7 @@ class Recorder:
         A bad frame raises FrameError and records nothing, for any camera; the episode goes on.
         A full disk, under the spill or under a video, raises DiskFull.
         """
-        self._check_open()
-        if self._episode is None:
-            raise StreamencError("no episode is open: call start_episode() first")
+        self._check_taking_frames()
         self._validate(frames)
         index, ep = self._index, self._episode
         if any(n != index for n in self._counts.values()):
@@ -384,9 +383,7 @@ class Recorder:
         Accepts what LeRobot accepts: HWC or CHW, uint8 or float in [0, 1], or a PIL
         image; it is converted in one pass into the ring slot. Returns its index.
         """
-        self._check_open()
-        if self._episode is None:
-            raise StreamencError("no episode is open: call start_episode() first")
+        self._check_taking_frames()
         if camera not in self.cameras:
             raise FrameError(f"unknown camera {camera!r}; declared {sorted(self.cameras)}")
         view = framelib.lenient(camera, frame, self.cameras[camera])
@@ -470,6 +467,20 @@ class Recorder:
                 bar.close()
         return answers
 
+    def seal_episode(self) -> None:
+        """Declare the open episode's last frame added, without waiting: the encoders start
+        flushing it now (SVT-AV1 still holds ~10 frames, ~0.1 s of work), while the caller
+        does its own saving. end_episode() then only waits for what is left. No frame can
+        be added after this; cancel_episode() still drops the episode."""
+        self._check_open()
+        if self._episode is None:
+            raise StreamencError("no episode is open")
+        if self._sealed or self._index == 0:
+            return  # an empty episode is refused (and cancelled) by end_episode
+        self._sealed = True
+        if self._png is None:
+            self._send_all("end")
+
     def end_episode(self) -> dict[str, EpisodeVideo]:
         """Wait for every frame to be encoded, close the files, and return them per camera."""
         self._check_open()
@@ -479,7 +490,8 @@ class Recorder:
         if n == 0:
             self.cancel_episode()
             raise StreamencError(f"episode {ep} has no frames; nothing was saved")
-        self._episode = None
+        self.seal_episode()
+        self._episode, self._sealed = None, False
         self._next_episode = ep + 1
         if self._png is not None:
             self._png.wait()
@@ -489,7 +501,6 @@ class Recorder:
                 )
                 for cam in self.cameras
             }
-        self._send_all("end")
         answers = self._wait_all(ep, {"ended"}, "encoding backlog", "end")
         videos, errors, disk = {}, [], None
         for name, (kind, value) in answers.items():
@@ -517,13 +528,20 @@ class Recorder:
         self._check_open()
         if self._episode is None:
             return
-        ep = self._episode
-        self._episode = None
+        ep, sealed = self._episode, self._sealed
+        self._episode, self._sealed = None, False
         if self._png is not None:
             with contextlib.suppress(StreamencError):
                 self._png.wait()
             for cam in self.cameras:
                 png.remove_episode(self.root, cam, ep)
+            return
+        if sealed:  # the encoders are finishing it already: let them, then remove what they wrote
+            self._wait_all(ep, {"ended"}, "cancelling", "end")
+            for video in self._videos.values():
+                for _, part in existing_parts(video):
+                    part.unlink(missing_ok=True)
+                video.unlink(missing_ok=True)
             return
         self._send_all("cancel")
         answers = self._wait_all(ep, {"cancelled"}, "cancelling", "cancel")
@@ -547,6 +565,13 @@ class Recorder:
     def _check_open(self) -> None:
         if self._closed:
             raise StreamencError("recorder is closed")
+
+    def _check_taking_frames(self) -> None:
+        self._check_open()
+        if self._episode is None:
+            raise StreamencError("no episode is open: call start_episode() first")
+        if self._sealed:
+            raise StreamencError(f"episode {self._episode} is sealed: end_episode() or cancel_episode() it first")
 
     def close(self) -> None:
         """Finalize an open episode, stop the encoder processes by pid and unlink the rings.

@@ -13,13 +13,18 @@ from streamenc.codecs import codec_options, input_format, select
 def test_defaults_are_lerobots():
     cfg = EncoderConfig()
     assert (cfg.vcodec, cfg.pix_fmt, cfg.g, cfg.crf, cfg.fast_decode) == ("libsvtav1", "yuv420p", 2, 30, 0)
-    assert codec_options(cfg) == {"g": "2", "crf": "30", "preset": "12", "svtav1-params": "lookahead=0"}
+    assert codec_options(cfg) == {
+        "g": "2",
+        "crf": "30",
+        "preset": "12",
+        "svtav1-params": "lookahead=0:hierarchical-levels=2",
+    }
 
 
 def test_svt_mapping_uses_svtav1_params_for_threads_and_fast_decode():
     opts = codec_options(EncoderConfig(preset=8, crf=35, g=30, fast_decode=1, threads=3))
     assert opts == {"g": "30", "crf": "35", "preset": "8", "svtav1-params": "lp=3:fast-decode=1"}
-    assert codec_options(EncoderConfig(), threads=1)["svtav1-params"] == "lp=1:lookahead=0"
+    assert codec_options(EncoderConfig(), threads=1)["svtav1-params"] == "lp=1:lookahead=0:hierarchical-levels=2"
 
 
 def test_x264_mapping():
@@ -94,8 +99,9 @@ def test_named_usable_codec_is_taken_as_is():
 
 
 @pytest.mark.parametrize("preset", [12, 8])
-def test_svt_without_lookahead_at_g2_writes_the_same_bytes(preset):
-    """codec_options turns SVT's look-ahead off when g <= 2; that must not change the video."""
+def test_svt_low_latency_settings_at_g2_write_the_same_bytes(preset):
+    """codec_options turns SVT's look-ahead off and shortens its mini-GOP when g <= 2;
+    that must not change the video."""
     import io
     from fractions import Fraction
 
@@ -119,6 +125,8 @@ def test_svt_without_lookahead_at_g2_writes_the_same_bytes(preset):
         return buf.getvalue()
 
     ours = codec_options(EncoderConfig(preset=preset, threads=1))["svtav1-params"]
-    assert "lookahead=0" in ours
+    assert "lookahead=0" in ours and "hierarchical-levels=2" in ours
     assert encode(ours) == encode("lp=1")
-    assert "lookahead" not in codec_options(EncoderConfig(g=30)).get("svtav1-params", "")
+    for g in (1, 30):  # there they would change the video
+        params = codec_options(EncoderConfig(g=g)).get("svtav1-params", "")
+        assert "lookahead" not in params and "hierarchical" not in params

@@ -87,6 +87,29 @@ def test_kill_9_of_an_encoder_mid_episode_loses_no_frame(tmp_path):
     assert sorted(os.listdir(tmp_path / "videos" / "a")) == ["episode-000000.mp4"]  # parts joined, removed
 
 
+def test_kill_9_of_an_encoder_after_the_seal_loses_no_frame(tmp_path):
+    """The encoder dies while it flushes a sealed episode: end_episode restarts it, and
+    the new one resumes after the frames the dead one made durable."""
+    cams = {"a": SyntheticCamera(240, 320, seed=1), "b": SyntheticCamera(240, 320, seed=2)}
+    n = 90
+    with Recorder(tmp_path, fps=FPS, cameras={k: (240, 320) for k in cams}) as rec:
+        rec.start_episode()
+        for i in range(n):
+            rec.add_frame({k: c.frame(i) for k, c in cams.items()})
+            time.sleep(1 / (2 * FPS))
+        victim = rec.health()["a"].pid
+        rec.seal_episode()
+        os.kill(victim, signal.SIGKILL)
+        videos = rec.end_episode()
+        health = rec.health()
+    assert health["a"].restarts == 1 and health["a"].pid != victim
+    for name, video in videos.items():
+        c = check(video.path, cams[name])
+        assert video.frames == n and c.frames == n
+        assert c.in_order(n) and c.cfr(FPS)
+        assert c.max_mean_abs_error < 8
+
+
 def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tmp_path, monkeypatch):
     monkeypatch.setattr(recmod, "RESTARTS_ALLOWED", 1)
     cam = SyntheticCamera(240, 320)

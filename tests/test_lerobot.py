@@ -157,6 +157,32 @@ def test_clear_episode_buffer_midway_leaves_nothing_and_next_episode_is_right(tm
     _check_dataset(root, cams, [33])
 
 
+def test_save_episode_that_fails_after_the_seal_can_be_cleared_and_recording_goes_on(tmp_path, monkeypatch):
+    """save_episode seals the episode (the encoders start flushing), then LeRobot's own
+    parquet write fails: clearing the buffer leaves no stray files, the next take is right."""
+    root = tmp_path / "ds"
+    ds = sl.install(LeRobotDataset.create(REPO, FPS, _features(), root=root))
+    cams = _cameras()
+    write_parquet = ds._save_episode_data
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ds, "_save_episode_data", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _record(ds, cams, 0, 25)
+    deadline = time.monotonic() + 30
+    while len(list(root.rglob("*_streaming.mp4"))) < len(KEYS):  # the encoders finished the sealed take
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ds.clear_episode_buffer()
+    assert sorted(p.name for p in root.iterdir()) == ["meta"], "the failed take left files"
+    monkeypatch.setattr(ds, "_save_episode_data", write_parquet)
+    _record(ds, cams, 0, 33)
+    ds.finalize()
+    _check_dataset(root, cams, [33])
+
+
 def test_resume_existing_dataset_and_add_an_episode(tmp_path):
     root = tmp_path / "ds"
     cams = _cameras()

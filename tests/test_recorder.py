@@ -31,6 +31,13 @@ def _record(rec: Recorder, cams: dict, start: int, n: int) -> None:
         rec.add_frame({name: cam.frame(i) for name, cam in cams.items()})
 
 
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def _assert_video(path, cam, n, max_error=8.0):
     c = check(path, cam)
     assert c.frames == n
@@ -80,6 +87,36 @@ def test_episodes_reuse_encoder_processes_and_cancel_leaves_nothing(tmp_path, ca
         assert files == ["episode-000000.mp4", "episode-000001.mp4", "episode-000002.mp4"]
         for ep, n in counts.items():
             _assert_video(tmp_path / "videos" / name / f"episode-{ep:06d}.mp4", cams[name], n)
+
+
+def test_sealed_episode_refuses_frames_then_ends_or_cancels_cleanly(tmp_path, cams):
+    cameras = {"left": (H, W), "right": (H, W)}
+    with Recorder(tmp_path, fps=FPS, cameras=cameras) as rec:
+        rec.start_episode()
+        _record(rec, cams, 0, 45)
+        rec.seal_episode()
+        rec.seal_episode()  # a second seal changes nothing
+        with pytest.raises(StreamencError, match="sealed"):
+            rec.add_frame({name: cam.frame(45) for name, cam in cams.items()})
+        with pytest.raises(StreamencError, match="sealed"):
+            rec.add_camera_frame("left", cams["left"].frame(45))
+        videos = rec.end_episode()
+        assert {v.frames for v in videos.values()} == {45}
+
+        rec.start_episode()  # a take sealed, then thrown away: its index is reused
+        _record(rec, cams, 0, 20)
+        rec.seal_episode()
+        sealed = [tmp_path / "videos" / name / "episode-000001.mp4" for name in cameras]
+        _wait_for(lambda: all(p.exists() for p in sealed))  # the encoders finished it: a paced loop's case
+        rec.cancel_episode()
+        for name in cameras:
+            assert sorted(os.listdir(tmp_path / "videos" / name)) == ["episode-000000.mp4"]
+        rec.start_episode()
+        _record(rec, cams, 0, 33)
+        assert {v.frames for v in rec.end_episode().values()} == {33}
+    for name in cameras:
+        _assert_video(tmp_path / "videos" / name / "episode-000000.mp4", cams[name], 45)
+        _assert_video(tmp_path / "videos" / name / "episode-000001.mp4", cams[name], 33)
 
 
 @pytest.mark.parametrize(
