@@ -14,7 +14,8 @@ from streamenc import harness
 
 FIELDS = {
     "pipeline", "cameras", "size", "codec", "pressure", "config", "ok", "impl",
-    "add_p50_ms", "add_p99_ms", "add_max_ms", "missed", "end_s", "cpu_s", "cpu_ms_per_frame", "cpu_share",
+    "add_p50_ms", "add_p99_ms", "add_max_ms", "copy_p50_ms", "copy_p99_ms",
+    "missed", "end_s", "cpu_s", "cpu_ms_per_frame", "cpu_share",
     "peak_rss_mib", "peak_uss_mib", "peak_shm_mib", "peak_disk_mib", "memory", "backlog",
     "sent", "dropped", "back", "lost", "latency_cdf",
 }  # fmt: skip
@@ -29,6 +30,7 @@ def test_quick_bench_measures_every_pipeline_and_reads_every_frame_back(tmp_path
         assert FIELDS <= set(ln), FIELDS - set(ln)
         assert ln["ok"] and ln["sent"] == 60 and ln["back"] == ln["sent"] and ln["lost"] == 0, ln["pipeline"]
         assert ln["cpu_s"] > 0 and ln["peak_rss_mib"] > 0 and ln["memory"]
+        assert 0 < ln["copy_p50_ms"] <= ln["copy_p99_ms"]
     streamenc_line = lines[2]
     assert streamenc_line["peak_shm_mib"] > 0  # its rings were seen in /dev/shm
     report = (tmp_path / "report.md").read_text()
