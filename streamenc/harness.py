@@ -121,6 +121,27 @@ class _Pipeline:
     def close(self) -> None: ...
 
 
+def _until_none(q: queue.Queue):
+    """Items from ``q`` up to a None (by identity: ``iter(q.get, None)`` would compare
+    arrays with ==)."""
+    while (item := q.get()) is not None:
+        yield item
+
+
+def _worker(target, errors: list[BaseException], *args) -> threading.Thread:
+    """A started daemon thread whose exception is kept in ``errors`` for the loop to raise."""
+
+    def run() -> None:
+        try:
+            target(*args)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def _encode(path: Path, frames, codec: str, fps: int, size: tuple[int, int]) -> int:
     """Encode an iterable of HWC uint8 frames with streamenc's settings for ``codec``."""
     import av
@@ -179,15 +200,16 @@ class _StreamModel(_Pipeline):
         self.queues = [queue.Queue(maxsize=STREAM_QUEUE) for _ in range(self.run.cameras)]
         paths = [self.root / f"ep{episode}-cam{i}.mp4" for i in range(self.run.cameras)]
         self.files += paths
-        self.threads = [
-            threading.Thread(target=self._encode, args=(q, p), daemon=True)
-            for q, p in zip(self.queues, paths, strict=True)
-        ]
-        for t in self.threads:
-            t.start()
+        self.errors: list[BaseException] = []
+        self.threads = [_worker(self._encode, self.errors, q, p) for q, p in zip(self.queues, paths, strict=True)]
 
     def _encode(self, q: queue.Queue, path: Path) -> None:
-        _encode(path, iter(q.get, None), self.run.codec, self.run.fps, SIZES[self.run.size])
+        frames = _until_none(q)
+        try:
+            _encode(path, frames, self.run.codec, self.run.fps, SIZES[self.run.size])
+        finally:
+            for _ in frames:  # failed: keep taking frames, so the loop never blocks on a dead thread
+                pass
 
     def add(self, frames: list[np.ndarray]) -> None:
         for q, frame in zip(self.queues, frames, strict=True):
@@ -201,6 +223,8 @@ class _StreamModel(_Pipeline):
             q.put(None)
         for t in self.threads:
             t.join()
+        if self.errors:
+            raise self.errors[0]
 
     def backlog(self) -> int:
         return sum(q.qsize() for q in self.queues)
@@ -215,19 +239,20 @@ class _PngModel(_Pipeline):
     def __init__(self, run: Run, root: Path) -> None:
         self.run, self.root, self.files = run, root, []
         self.q: queue.Queue = queue.Queue()  # unbounded, as AsyncImageWriter's
-        self.threads = [
-            threading.Thread(target=self._write, daemon=True) for _ in range(PNG_THREADS_PER_CAMERA * run.cameras)
-        ]
-        for t in self.threads:
-            t.start()
+        self.errors: list[BaseException] = []
+        self.threads = [_worker(self._write, self.errors) for _ in range(PNG_THREADS_PER_CAMERA * run.cameras)]
 
     def _write(self) -> None:
         from .png import encode_png
 
         while (item := self.q.get()) is not None:
-            path, frame = item
-            path.write_bytes(encode_png(frame))
-            self.q.task_done()
+            try:
+                if not self.errors:  # after a failure, only drain
+                    item[0].write_bytes(encode_png(item[1]))
+            except BaseException as e:
+                self.errors.append(e)
+            finally:
+                self.q.task_done()
         self.q.task_done()
 
     def start(self, episode: int) -> None:
@@ -245,6 +270,8 @@ class _PngModel(_Pipeline):
         import av
 
         self.q.join()
+        if self.errors:
+            raise self.errors[0]
         for i, d in enumerate(self.dirs):
             out = self.root / f"ep{self.episode}-cam{i}.mp4"
 
@@ -530,12 +557,38 @@ def _frames_back(result: dict, root: Path) -> int:
     return total
 
 
-def measure(run: Run, scratch: Path) -> dict:
-    """Run ``run`` in a child process and return its JSON line (all fields)."""
+def run_timeout(run: Run) -> float:
+    """How long a run may take before it counts as hung: generous, since a PNG path encodes
+    everything after the recording (about 80 s for 2 x 1080p x 5 s here)."""
+    h, w = SIZES[run.size]
+    return 300 + 30 * run.cameras * run.seconds * run.episodes * max(1.0, h * w / (480 * 640))
+
+
+def _end_tree(child: subprocess.Popen) -> None:
+    """Kill a run's process and everything it started (encoders run in sessions of their
+    own, so they do not die with it), by pid, and reap it."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        procs = _tree(child.pid)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=10)
+    child.wait()
+
+
+def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
+    """Run ``run`` in a child process and return its JSON line (all fields). A run still
+    going after ``timeout`` seconds (default ``run_timeout(run)``) is killed and fails."""
+    from .ring import clean_stale
+
     root = Path(tempfile.mkdtemp(prefix=f"{run.pipeline}-", dir=scratch))
     out = root / "result.json"
+    timeout = run_timeout(run) if timeout is None else timeout
     hog = _hog(run.pressure)
-    cgroup = None
+    cgroup = child = None
+    timed_out = False
     timeline: list[dict] = []
     err = ""
     try:
@@ -555,21 +608,30 @@ def measure(run: Run, scratch: Path) -> dict:
         t0 = time.monotonic()
         samples = []
         while child.poll() is None:
+            if time.monotonic() - t0 > timeout:
+                timed_out = True
+                _end_tree(child)
+                break
             with contextlib.suppress(Exception):
                 samples.append({"t": round(time.monotonic() - t0, 2), **_memory(child.pid, root)})
             time.sleep(1.0)
         drain.join(5)
         err = timeline[0] if timeline else ""
     finally:
+        if child is not None and child.poll() is None:  # interrupted: the run ends with us
+            _end_tree(child)
         if hog is not None:
             hog.kill()
             hog.wait()
         if cgroup is not None:
             cgroup.remove()
+        clean_stale()  # the rings of a run that was killed (only segments whose owners are dead)
     line: dict[str, Any] = {**dataclasses.asdict(run), "config": run.config}
     if child.returncode != 0 or not out.exists():
         tail = [s for s in err.strip().splitlines() if s.strip()][-1:] or [f"exit code {child.returncode}"]
-        if child.returncode == -signal.SIGKILL:
+        if timed_out:
+            tail = [f"timed out after {timeout:.0f} s: killed"]
+        elif child.returncode == -signal.SIGKILL:
             tail = [f"killed (SIGKILL{', the cgroup OOM killer' if run.memory_limit_mib else ''})"]
         line.update(ok=False, error=tail[0][:300])
         shutil.rmtree(root, ignore_errors=True)
@@ -619,19 +681,18 @@ def plan(
     pressures: list[float] | None = None,
     **common: Any,
 ) -> list[Run]:
-    """The runs of a sweep. Any axis given: the product of the given axes (others at
-    2 cameras, 480p, libsvtav1, no pressure). None given: the default sweep, cameras
-    1/2/4 at 480p, then 2 cameras at 720p and 1080p, with x264 (and NVENC where the probe
-    opens it), and at 50% memory pressure. ``quick``: 1 camera at 240p for 2 s."""
+    """The runs of a sweep. Any axis given, or ``quick``: the product of the given axes,
+    the others at 2 cameras, 480p, libsvtav1, no pressure (``quick``: 1 camera at 240p
+    for 2 s). Otherwise the default sweep: cameras 1/2/4 at 480p, then 2 cameras at 720p
+    and 1080p, with x264 (and NVENC where the probe opens it), and at 50% memory pressure."""
     pipelines = pipelines or list(PIPELINES)
     if quick:
         common = {"seconds": 2.0, "episodes": 1, **common}
-        configs = [{"cameras": 1, "size": "240p"}]
-    elif any(x is not None for x in (cameras, sizes, codecs, pressures)):
+    if quick or any(x is not None for x in (cameras, sizes, codecs, pressures)):
         configs = [
             {"cameras": c, "size": s, "codec": k, "pressure": p}
-            for c in cameras or [2]
-            for s in sizes or ["480p"]
+            for c in cameras or [1 if quick else 2]
+            for s in sizes or ["240p" if quick else "480p"]
             for k in codecs or ["libsvtav1"]
             for p in pressures or [0.0]
         ]

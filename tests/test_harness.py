@@ -52,6 +52,31 @@ def test_plan_is_the_product_of_the_axes_given():
     assert len(default) == 3 * len(configs)
 
 
+def test_quick_takes_the_axes_given():
+    runs = harness.plan(quick=True, codecs=["libx264"], pipelines=["png"])
+    assert [(r.cameras, r.size, r.codec, r.seconds) for r in runs] == [(1, "240p", "libx264", 2.0)]
+
+
+def test_models_of_every_pipeline_read_every_frame_back(tmp_path):
+    """Without LeRobot (x264 is a codec LeRobot's paths cannot use with our settings) the
+    three pipelines are models; each must write every frame it was given."""
+    for pipeline in harness.PIPELINES:
+        run = harness.Run(pipeline, cameras=2, size="240p", codec="libx264", seconds=1)
+        line = harness.measure(run, tmp_path)
+        assert line["ok"], line.get("error")
+        assert line["impl"] == "model" and line["sent"] == line["back"] == 60 and line["dropped"] == 0, pipeline
+
+
+def test_a_run_past_its_timeout_is_killed_with_everything_it_started(tmp_path):
+    encoders_before = _encoder_pids()
+    run = harness.Run("streamenc", cameras=1, size="240p", codec="libx264", seconds=60)
+    t0 = time.monotonic()
+    line = harness.measure(run, tmp_path, timeout=6)
+    assert time.monotonic() - t0 < 30
+    assert line["ok"] is False and line["error"] == "timed out after 6 s: killed"
+    assert _encoder_pids() <= encoders_before  # its encoder processes (own sessions) were ended too
+
+
 def test_memory_hog_holds_its_share_and_is_ended():
     hog = harness._hog(0.02)
     try:
