@@ -150,6 +150,7 @@ def plot(lines: list[dict], out_dir: Path) -> list[str]:
         )
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=pipeline, color=colors[pipeline])
+    ax.set_xticks(sorted({r["cameras"] for r in ok}))
     ax.set(xlabel="cameras", ylabel="CPU ms per frame", title=f"CPU per frame, {ok[0]['size']} {ok[0]['codec']}")
     ax.legend()
     written.append(_save(fig, out_dir / "cpu_per_frame.png"))
