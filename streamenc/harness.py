@@ -47,6 +47,7 @@ STREAM_QUEUE = 30  # LeRobot 0.4.4's encoder_queue_maxsize default
 # slot is; it is in every pipeline's RSS alike
 FLOOR_POOL_BYTES = 32 * 2**20
 PNG_THREADS_PER_CAMERA = 4  # lerobot-record's num_image_writer_threads_per_camera default
+CGROUP_ENV = "STREAMENC_BENCH_CGROUP_PROCS"  # a run's memory cgroup, joined by the run's process
 
 
 @dataclass(frozen=True)
@@ -488,10 +489,6 @@ class MemoryCgroup:
             raise OSError(f"cannot make a memory cgroup in {base} ({e.strerror}); run as root or drop the limit") from e
         self.procs = self.path / "cgroup.procs"
 
-    def enter(self) -> None:
-        """Called in the child between fork and exec (preexec_fn)."""
-        self.procs.write_text(str(os.getpid()))
-
     def remove(self) -> None:
         """End whatever is left in the group (an OOM-killed recorder's orphaned encoders),
         by pid, then remove it: a cgroup with live members cannot be removed."""
@@ -594,15 +591,10 @@ def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
     try:
         args = [sys.executable, "-m", "streamenc.harness", json.dumps(dataclasses.asdict(run)), str(root), str(out)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-        cgroup = MemoryCgroup(run.memory_limit_mib) if run.memory_limit_mib else None
-        child = subprocess.Popen(
-            args,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=cgroup.enter if cgroup else None,
-        )
+        if run.memory_limit_mib:
+            cgroup = MemoryCgroup(run.memory_limit_mib)
+            env[CGROUP_ENV] = str(cgroup.procs)  # the child joins it first thing (no preexec_fn: we have threads)
+        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         drain = threading.Thread(target=lambda: timeline.append(child.stderr.read()), daemon=True)
         drain.start()
         t0 = time.monotonic()
@@ -735,6 +727,8 @@ def sweep(runs: list[Run], out: Path, progress: bool = True) -> list[dict]:
 def _child(argv: list[str]) -> int:
     """``python -m streamenc.harness RUN_JSON ROOT OUT``: one run's record loop."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if os.environ.get(CGROUP_ENV):  # before anything else, so all it starts is charged there too
+        Path(os.environ[CGROUP_ENV]).write_text(str(os.getpid()))
     run = Run(**json.loads(argv[0]))
     result = record(run, Path(argv[1]))
     Path(argv[2]).write_text(json.dumps(result))
