@@ -104,8 +104,8 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
         if cfg.g == 2:
             # A keyframe every other frame leaves nothing to look ahead at and no long
             # mini-GOP to build: both settings give byte-identical video (tests/test_codecs.py;
-            # not so at g=1), with 8 frames in flight instead of ~40, so the flush at the end
-            # of an episode is short.
+            # not so at g=1). SVT then holds 8 frames at the end of a paced episode (11 with
+            # the look-ahead off alone), so the flush that end_episode waits for is short.
             params.append("lookahead=0:hierarchical-levels=2")
         if cfg.fast_decode:
             params.append(f"fast-decode={cfg.fast_decode}")
