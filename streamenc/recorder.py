@@ -469,7 +469,7 @@ class Recorder:
 
     def seal_episode(self) -> None:
         """Declare the open episode's last frame added, without waiting: the encoders start
-        flushing it now (SVT-AV1 still holds ~10 frames, ~0.1 s of work), while the caller
+        flushing it now (SVT-AV1 at g=2 still holds 8 frames, ~50 ms of work), while the caller
         does its own saving. end_episode() then only waits for what is left. No frame can
         be added after this; cancel_episode() still drops the episode."""
         self._check_open()

@@ -100,8 +100,8 @@ def test_named_usable_codec_is_taken_as_is():
 
 @pytest.mark.parametrize("preset", [12, 8])
 def test_svt_low_latency_settings_at_g2_write_the_same_bytes(preset):
-    """codec_options turns SVT's look-ahead off and shortens its mini-GOP when g <= 2;
-    that must not change the video."""
+    """codec_options turns SVT's look-ahead off and shortens its mini-GOP at g=2; that
+    must not change the video."""
     import io
     from fractions import Fraction
 
