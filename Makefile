@@ -7,7 +7,7 @@ EXT    := $(VENV)/.ext-built
 LEROBOT := $(VENV)/.lerobot-installed
 OUT    ?= bench/out
 
-.PHONY: venv lerobot demo test bench bench-lerobot bench-overload lint clean
+.PHONY: venv lerobot demo test bench bench-lerobot bench-loop bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -50,6 +50,11 @@ bench: venv $(LEROBOT)
 # the record loop and the 60 s overload timeline (~15 min).
 bench-lerobot: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/lerobot_bench.py --out $(OUT)/lerobot
+
+# The record loop's wake-up lateness beside the encoders: 2x480p, 4x480p, 2x720p, 60 s each,
+# for LeRobot's png and stream paths and streamenc (~25 min).
+bench-loop: venv $(LEROBOT)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/loop_bench.py --out $(OUT)/loop
 
 bench-overload: venv
 	mkdir -p $(OUT)

@@ -35,8 +35,7 @@ import psutil
 from streamenc import EncoderConfig, Recorder
 from streamenc.codecs import codec_options
 from streamenc.png import encode_png
-from streamenc.ring import SHM_DIR
-from streamenc.spill import ENCODED
+from streamenc.ring import ENCODED, SHM_DIR
 from streamenc.synthetic import Pacer, SyntheticCamera
 from streamenc.verify import check
 
@@ -73,8 +72,8 @@ def sample_memory(root_pid: int, tmp: str, t0: float, conn) -> None:
             if p.pid == me:
                 continue
             try:
-                info = p.memory_full_info()
-                rss, uss = rss + info.rss, uss + info.uss
+                info = p.memory_info()  # statm: smaps would take the process's memory-map lock
+                rss, uss = rss + info.rss, uss + info.rss - info.shared
             except psutil.Error:
                 pass
         conn.send(

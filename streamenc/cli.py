@@ -19,15 +19,24 @@ from .errors import StreamencError
 def cmd_probe(args: argparse.Namespace) -> int:
     from .codecs import probe
     from .ring import SHM_DIR, shm_free_bytes
+    from .sched import realtime_allowed
 
     results = probe()
     free = shm_free_bytes()
     gpus = _nvidia()
+    allowed = realtime_allowed()
+    went = [r.name for r in results if r.realtime]
     if args.json:
-        print(json.dumps({"encoders": [r.__dict__ for r in results], "shm_free_bytes": free, "gpus": gpus}))
+        realtime = {"allowed": allowed, "codecs_that_went_realtime": went, "prevented_in_encoders": True}
+        print(
+            json.dumps(
+                {"encoders": [r.__dict__ for r in results], "shm_free_bytes": free, "gpus": gpus, "realtime": realtime}
+            )
+        )
         return 0
     for r in results:
         print(f"{r.name:12s} {'usable' if r.usable else 'no':6s}  {r.reason}")
+    print(_realtime_line(allowed, went))
     for g in gpus:
         if "error" in g:
             print(f"gpu: {g['error']}")
@@ -38,6 +47,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
             )
     print(f"{SHM_DIR}: {free / 2**20:.0f} MiB free")
     return 0
+
+
+def _realtime_line(allowed: str | None, went: list[str]) -> str:
+    if not allowed:
+        return "real-time: no thread here may enter a real-time class, so no encoder can starve the record loop"
+    what = (
+        f"{', '.join(went)} moved its opening thread to real-time priority (SCHED_FIFO)"
+        if went
+        else ("a codec may move its threads to real-time priority (SVT-AV1 asks for SCHED_FIFO 99)")
+    )
+    return (
+        f"real-time: this process may use real-time scheduling ({allowed}); {what}. Encoders run like that "
+        "would starve the record loop; streamenc's encoder processes give up that right before they open a "
+        "codec and check their threads after each open"
+    )
 
 
 def _nvidia() -> list[dict]:
@@ -184,6 +208,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ("limit_as_mib", args.limit_as),
             ("memory_limit_mib", args.memory_limit),
             ("video", args.video),
+            ("sched", args.sched),
+            ("nice", args.nice),
+            ("cpus", tuple(args.cpus) if args.cpus else None),
         )
         if v is not None
     }
@@ -229,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=_positive(float), help="per episode (default 5)")
     p.add_argument("--episodes", type=_positive(int))
     p.add_argument("--video", help="take frames from this video file instead of synthetic ones")
+    p.add_argument("--sched", choices=["other", "batch", "idle"], help="streamenc encoders' scheduling policy")
+    p.add_argument("--nice", type=int, help="streamenc encoders' nice value, 0..19")
+    p.add_argument("--cpus", type=_list(int), help="CPUs for streamenc's encoders, e.g. 1")
     p.add_argument("--out", default="streamenc-bench")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("clean", help="remove shared memory and spill files left by dead recorders")

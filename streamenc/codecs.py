@@ -18,7 +18,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from . import sched
 from .errors import ConfigError, EncoderUnavailable
+from .sched import POLICIES
 
 log = logging.getLogger("streamenc")
 
@@ -28,6 +30,9 @@ KNOWN = frozenset(AUTO_ORDER)
 PIX_FMTS = frozenset({"yuv420p", "yuv444p", "yuv420p10le"})
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 PROBE_SIZE = (256, 256)  # NVENC refuses frames narrower than 145 px
+# SCHED_IDLE: the encoders take only the CPU time nothing else wants, so the record loop and
+# the user's own work always come first; the backlog waits on disk (docs/tuning.md)
+DEFAULT_SCHED = "idle"
 
 
 def quiet_svt() -> None:
@@ -52,6 +57,10 @@ class EncoderConfig:
     opens on this machine. ``preset`` is SVT's 0..13, x264's name, or NVENC's 1..7
     (p1..p7); None picks a real-time default per encoder. ``threads`` caps each
     encoder (SVT ``lp``, x264 ``threads``); None splits the cores across the cameras.
+
+    ``sched``, ``nice`` and ``cpus`` place the encoder processes for the CPU scheduler:
+    a normal policy ("other", "batch" or "idle"; never a real-time one, see sched.py),
+    a nice value 0..19, and optionally the CPUs they may run on (leave one to the loop).
     """
 
     vcodec: str = "libsvtav1"
@@ -62,6 +71,9 @@ class EncoderConfig:
     fast_decode: int = 0
     threads: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    sched: str = DEFAULT_SCHED
+    nice: int = 0
+    cpus: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.vcodec != "auto" and self.vcodec not in KNOWN:
@@ -76,6 +88,18 @@ class EncoderConfig:
             raise ConfigError(f"fast_decode must be 0, 1 or 2, got {self.fast_decode!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be None or an int >= 1, got {self.threads!r}")
+        if self.sched not in POLICIES:
+            raise ConfigError(f"sched must be one of {', '.join(POLICIES)}, got {self.sched!r}")
+        if not isinstance(self.nice, int) or not 0 <= self.nice <= 19:
+            raise ConfigError(f"nice must be an int in 0..19 (encoders never outrank the loop), got {self.nice!r}")
+        if self.cpus is not None:
+            cpus = tuple(self.cpus) if isinstance(self.cpus, (list, tuple, set, frozenset)) else None
+            allowed = os.sched_getaffinity(0)
+            if not cpus or not all(isinstance(c, int) and c in allowed for c in cpus):
+                raise ConfigError(
+                    f"cpus must be a non-empty set of this process's CPUs {sorted(allowed)}, got {self.cpus!r}"
+                )
+            object.__setattr__(self, "cpus", tuple(sorted(set(cpus))))
         if self.vcodec != "auto":
             codec_options(self, self.vcodec)  # validates preset and crf for that family
 
@@ -151,11 +175,15 @@ def stream_pix_fmt(cfg: EncoderConfig, vcodec: str) -> str:
 
 @dataclass(frozen=True)
 class EncoderInfo:
-    """One probe result: whether ``name`` opened a session, and FFmpeg's words if not."""
+    """One probe result: whether ``name`` opened a session, and FFmpeg's words if not.
+    ``realtime``: opening it moved the opening thread to a real-time class (SVT-AV1 does
+    that where the process may); the probe put the thread back, and encoder processes
+    give up that right before they open a codec."""
 
     name: str
     usable: bool
     reason: str
+    realtime: bool = False
 
 
 _lock = threading.Lock()
@@ -171,7 +199,8 @@ def _try_open(vcodec: str, cfg: EncoderConfig) -> EncoderInfo:
     w, h = PROBE_SIZE
     level = av.logging.get_level()
     av.logging.set_level(av.logging.ERROR)  # FFmpeg's reason ("Cannot load libcuda.so.1") goes to the logs
-    with av.logging.Capture(local=False) as logs:
+    realtime = False
+    with av.logging.Capture(local=False) as logs, sched.kept_schedule():
         try:
             ctx = av.CodecContext.create(vcodec, "w")
             ctx.width, ctx.height = w, h
@@ -182,18 +211,20 @@ def _try_open(vcodec: str, cfg: EncoderConfig) -> EncoderInfo:
             frame = av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24")
             frame = frame.reformat(format=ctx.pix_fmt)
             frame.pts = 0
-            packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+            packets = list(ctx.encode(frame))
+            realtime = os.sched_getscheduler(0) in sched.REALTIME
+            packets += list(ctx.encode(None))
             if not packets:
-                return EncoderInfo(vcodec, False, "opened but produced no packet for one frame")
+                return EncoderInfo(vcodec, False, "opened but produced no packet for one frame", realtime)
         except Exception as e:
             text = "; ".join(m.strip() for _, _, m in logs if m.strip())
             reason = f"{type(e).__name__}: {e}"
             if text and text not in reason:
                 reason += f" | ffmpeg: {text}"
-            return EncoderInfo(vcodec, False, reason)
+            return EncoderInfo(vcodec, False, reason, realtime)
         finally:
             av.logging.set_level(level)
-    return EncoderInfo(vcodec, True, "opened a session and encoded a frame")
+    return EncoderInfo(vcodec, True, "opened a session and encoded a frame", realtime)
 
 
 def probe(config: EncoderConfig | None = None, refresh: bool = False) -> list[EncoderInfo]:

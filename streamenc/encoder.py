@@ -16,7 +16,6 @@ import contextlib
 import os
 import pickle
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -30,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sched
 from .codecs import EncoderConfig, codec_options, input_format, quiet_svt, stream_pix_fmt
 from .errors import EncoderError, PeerDied, RingTimeout
-from .spill import ENCODED, SpillReader
+from .ring import ENCODED, RT_REPAIRED, SCHED
+from .spill import SpillReader
 from .stats import EpisodeStats
 
 # a fragment per frame: a frame is in the file as soon as the next packet is muxed, whatever
@@ -42,6 +43,7 @@ MOVFLAGS = "frag_every_frame+empty_moov+default_base_moof"
 CONTAINER_OPTIONS = {"movflags": MOVFLAGS, "flush_packets": "1"}
 READY_TIMEOUT_S = 120.0
 GET_WAIT_S = 0.01  # how long an idle encoder waits in the ring before it looks at its pipe again
+SCHED_CHECK_S = 1.0  # how often the encoder checks its threads' scheduling besides after each codec open
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,6 @@ class EncoderSpec:
     vcodec: str
     config: EncoderConfig
     threads: int
-    nice: int = 0
 
 
 def part_path(final: Path, start: int) -> Path:
@@ -146,10 +147,13 @@ class _Episode:
     most ``hold_limit`` are held, so that the producer always finds a free slot.
     """
 
-    def __init__(self, spec: EncoderSpec, index: int, final: Path, shape: tuple[int, ...], hold_limit: int) -> None:
+    def __init__(
+        self, spec: EncoderSpec, index: int, final: Path, shape: tuple[int, ...], hold_limit: int, on_open=None
+    ) -> None:
         import av
 
         self.spec, self.index, self.final = spec, index, final
+        self.on_open = on_open  # called once the codec is open (at the first frame): threads exist then
         self.hold_limit, self.warned_hold = hold_limit, False
         final.parent.mkdir(parents=True, exist_ok=True)
         self.expected_last: int | None = None  # index of the last frame put, once the episode ended
@@ -227,6 +231,9 @@ class _Episode:
         frame.pts = frame_index
         frame.time_base = self.stream.codec_context.time_base
         self._mux(self.stream.encode(frame))
+        if self.on_open is not None:  # the codec opened in that encode() and started its threads
+            self.on_open()
+            self.on_open = None
         self.stats.update(array)
         self.encoded += 1
 
@@ -324,16 +331,18 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
     """The encoder process's main loop."""
     from .ring import FrameRing
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the recorder's to handle: it finalizes
-    if spec.nice:
-        with contextlib.suppress(OSError):
-            os.nice(spec.nice)
+    cfg = spec.config
+    if len(sched.threads()) > 1:  # a thread started at import would keep the right given up below
+        print(f"streamenc: encoder has {len(sched.threads())} threads before giving up real-time", file=sys.stderr)
+    sched.apply(cfg.sched, cfg.nice, cfg.cpus)  # while this is the only thread: later ones inherit it
+    sched.give_up_realtime()  # before any codec opens: SVT-AV1's request for SCHED_FIFO 99 then fails
     quiet_svt()
     import av  # noqa: F401  (import before "ready", so start-up cost is paid once, up front)
 
     ring = FrameRing.attach(spec.ring)
     spill = SpillReader(Path(spec.spill), ring)
     frames = _Input(ring, spill)
+    watch = _ScheduleWatch(ring, cfg)
     conn.send(("ready", os.getpid()))
     ep: _Episode | None = None
     stopping = False
@@ -346,7 +355,9 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
                     return  # the parent is gone and no episode is open
                 if msg[0] in ("start", "resume"):
                     try:
-                        ep = _Episode(spec, msg[1], Path(msg[2]), ring.shape, hold_limit=ring.slots - 2)
+                        ep = _Episode(
+                            spec, msg[1], Path(msg[2]), ring.shape, hold_limit=ring.slots - 2, on_open=watch.check
+                        )
                         conn.send(("started", (msg[1], ep.start)))
                     except Exception as e:
                         conn.send(("error", ("encoder", _describe(e))))
@@ -372,6 +383,7 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
                 if stopping:
                     return
                 continue
+            watch.maybe_check()
             try:
                 item = frames.next(GET_WAIT_S)
             except EOFError:
@@ -401,6 +413,29 @@ def _serve(spec: EncoderSpec, conn: Connection) -> None:
         ring.close()
 
 
+class _ScheduleWatch:
+    """Checks the encoder's threads: real-time ones are put back (and counted, because it
+    means a codec got round give_up_realtime), and what the threads look like is published
+    in the ring header for the recorder's health()."""
+
+    def __init__(self, ring, cfg: EncoderConfig) -> None:
+        self.ring, self.cfg, self.repaired = ring, cfg, 0
+        self.check()
+
+    def check(self) -> None:
+        found = sched.enforce(self.cfg.sched, self.cfg.nice)
+        if found:
+            self.repaired += found
+            print(f"streamenc: encoder put {found} real-time thread(s) back to {self.cfg.sched}", file=sys.stderr)
+            self.ring.set_counter("consumer", RT_REPAIRED, self.repaired)
+        self.ring.set_counter("consumer", SCHED, sched.pack(sched.observe()))
+        self.last = time.monotonic()
+
+    def maybe_check(self) -> None:
+        if time.monotonic() - self.last >= SCHED_CHECK_S:
+            self.check()
+
+
 def _close_episode(ep: _Episode, spec: EncoderSpec) -> tuple:
     if ep.cancel:
         ep.discard()
@@ -425,7 +460,17 @@ def _describe(e: BaseException) -> str:
     return text
 
 
-_BOOT = "import sys; from streamenc.encoder import main; sys.exit(main(sys.argv[1:]))"
+# SIGINT is ignored before anything else: Ctrl-C is the recorder's to handle (it finalizes)
+_BOOT = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "from streamenc.encoder import main; sys.exit(main(sys.argv[1:]))"
+)
+# A process group of its own, so a Ctrl-C at the terminal reaches only the recorder; but the
+# recorder's session, hence its scheduler autogroup: a new session would put the encoder in an
+# autogroup of its own, which the scheduler weighs like the record loop's whole group, and its
+# SCHED_IDLE or nice value would then count only inside that group (measured: the loop woken
+# up to 12 ms late behind SCHED_IDLE encoders in their own sessions, 0.4 ms in the same one).
+_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {}
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -434,8 +479,8 @@ class EncoderProcess:
 
     Started as a fresh interpreter rather than through multiprocessing's spawn, which
     would re-import the user's main script (and fail without an ``if __name__ ==
-    "__main__"`` guard). A socketpair carries pickled messages. Its own session, so a
-    Ctrl-C at the terminal reaches only the recorder, which then finalizes.
+    "__main__"`` guard). A socketpair carries pickled messages. Its own process group,
+    so a Ctrl-C at the terminal reaches only the recorder, which then finalizes.
     """
 
     def __init__(self, spec: EncoderSpec) -> None:
@@ -443,13 +488,16 @@ class EncoderProcess:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        # no BLAS thread pool: the encoder uses none, and the process should have one thread
+        # when it gives up real-time scheduling (capabilities are per thread)
+        env.update(OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(theirs.fileno())],
                 env=env,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                **_GROUP,
             )
         finally:
             theirs.close()

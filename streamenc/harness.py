@@ -65,10 +65,20 @@ class Run:
     episodes: int = 1
     fps: int = 30
     video: str | None = None  # frames from this file instead of synthetic ones
+    # streamenc's encoder scheduling (EncoderConfig sched / nice / cpus); None: the default
+    sched: str | None = None
+    nice: int | None = None
+    cpus: tuple[int, ...] | None = None
 
     @property
     def config(self) -> str:
         out = f"{self.cameras}x{self.size} {self.codec}"
+        if self.sched:
+            out += f" sched {self.sched}"
+        if self.nice is not None:
+            out += f" nice {self.nice}"
+        if self.cpus:
+            out += f" cpus {','.join(map(str, self.cpus))}"
         if self.pressure:
             out += f" pressure {self.pressure:.0%}"
         if self.limit_as_mib:
@@ -166,13 +176,20 @@ def _encode(path: Path, frames, codec: str, fps: int, size: tuple[int, int]) -> 
     return n
 
 
+def scheduling(run: Run) -> dict[str, Any]:
+    """The run's EncoderConfig scheduling fields that differ from the default."""
+    options = {"sched": run.sched, "nice": run.nice, "cpus": tuple(run.cpus) if run.cpus else None}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 class _StreamencModel(_Pipeline):
     def __init__(self, run: Run, root: Path) -> None:
         from . import EncoderConfig, Recorder
 
         self.names = [f"cam{i}" for i in range(run.cameras)]
         shape = SIZES[run.size]
-        self.rec = Recorder(root, run.fps, dict.fromkeys(self.names, shape), EncoderConfig(vcodec=run.codec))
+        config = EncoderConfig(vcodec=run.codec, **scheduling(run))
+        self.rec = Recorder(root, run.fps, dict.fromkeys(self.names, shape), config)
         self.files = []
 
     def start(self, episode: int) -> None:
@@ -323,7 +340,7 @@ class _LeRobot(_Pipeline):
         if run.pipeline == "streamenc":
             from . import lerobot
 
-            lerobot.install(self.ds)
+            lerobot.install(self.ds, **scheduling(run))
         self.files, self.state = [], np.zeros(6, np.float32)
 
     def add(self, frames: list[np.ndarray]) -> None:
@@ -390,6 +407,7 @@ def record(run: Run, root: Path) -> dict:
     pipe = _make(run, root)
     n = int(round(run.seconds * run.fps))
     lat, floor, ends, missed, backlog, t0 = [], [], [], 0, [], time.monotonic()
+    late, waiting = [], []  # per tick: the loop's wake-up lateness, and the frames waiting
     stop = threading.Event()
 
     def sample() -> None:
@@ -413,8 +431,10 @@ def record(run: Run, root: Path) -> dict:
                     np.copyto(pool[(i * len(frames) + k) % len(pool)], frame)
                 lat.append(t1 - t)
                 floor.append(time.perf_counter() - t1)
+                waiting.append(pipe.backlog())
                 pacer.wait()
             missed += pacer.missed
+            late += pacer.lateness
             t = time.perf_counter()
             pipe.end()
             ends.append(time.perf_counter() - t)
@@ -426,6 +446,8 @@ def record(run: Run, root: Path) -> dict:
         "impl": "lerobot" if isinstance(pipe, _LeRobot) else "model",
         "latency_ms": [round(x * 1e3, 4) for x in lat],
         "floor_ms": [round(x * 1e3, 4) for x in floor],
+        "late_ms": [round(x * 1e3, 4) for x in late],
+        "waiting": waiting,
         "missed": missed,
         "end_s": ends,
         "sent": n * run.episodes * run.cameras,
@@ -444,21 +466,30 @@ def _tree(pid: int):
     return [root, *root.children(recursive=True)]
 
 
-def _memory(pid: int, scratch: Path) -> dict:
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, private) bytes of ``pid``'s process tree; private is RSS less the resident shared
+    pages (files, shared memory). Read from /proc/<pid>/statm, which takes no lock of the
+    process: reading smaps (USS, PSS) takes its memory-map lock and stalled a measured record
+    loop for up to 1.3 s."""
     import psutil
 
-    rss = uss = 0
+    rss = private = 0
     for p in _tree(pid):
         with contextlib.suppress(psutil.Error):
-            info = p.memory_full_info()
-            rss, uss = rss + info.rss, uss + info.uss
+            info = p.memory_info()
+            rss, private = rss + info.rss, private + info.rss - info.shared
+    return rss, private
+
+
+def _memory(pid: int, scratch: Path) -> dict:
+    rss, private = tree_memory(pid)
     shm = sum(f.stat().st_size for f in Path("/dev/shm").glob("*streamenc*") if f.is_file())
     disk = 0
     for f in scratch.rglob("*"):
         with contextlib.suppress(OSError):
             if f.suffix in (".png", ".spill"):
                 disk += f.stat().st_size
-    return {"rss": rss, "uss": uss, "shm": shm, "disk": disk}
+    return {"rss": rss, "private": private, "shm": shm, "disk": disk}
 
 
 class MemoryCgroup:
@@ -631,6 +662,8 @@ def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
     result = json.loads(out.read_text())
     lat = np.array(result.pop("latency_ms")) if result["latency_ms"] else np.zeros(1)
     floor = np.array(result.pop("floor_ms")) if result["floor_ms"] else np.zeros(1)
+    late = np.array(result.pop("late_ms")) if result["late_ms"] else np.zeros(1)
+    waiting = result.pop("waiting") or [0]
     back = _frames_back(result, root)
     shutil.rmtree(root, ignore_errors=True)
     cores = len(os.sched_getaffinity(0))
@@ -643,13 +676,19 @@ def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
         copy_p50_ms=float(np.percentile(floor, 50)),
         copy_p99_ms=float(np.percentile(floor, 99)),
         missed=result["missed"],
+        late_p50_ms=float(np.percentile(late, 50)),
+        late_p99_ms=float(np.percentile(late, 99)),
+        late_max_ms=float(late.max()),
+        late_cdf=np.percentile(late, np.linspace(0, 100, 101)).round(4).tolist(),
+        backlog_max=int(max(waiting)),
+        backlog_at_stop=int(waiting[-1]),
         end_s=result["end_s"],
         cpu_s=result["cpu_s"],
         cpu_ms_per_frame=result["cpu_s"] * 1e3 / max(1, result["sent"]),
         # CPU per second recorded, as a share of the machine: what sustained recording costs
         cpu_share=result["cpu_s"] / (run.seconds * run.episodes * cores),
         peak_rss_mib=max((s["rss"] for s in samples), default=0) / 2**20,
-        peak_uss_mib=max((s["uss"] for s in samples), default=0) / 2**20,
+        peak_private_mib=max((s["private"] for s in samples), default=0) / 2**20,
         peak_shm_mib=max((s["shm"] for s in samples), default=0) / 2**20,
         peak_disk_mib=max((s["disk"] for s in samples), default=0) / 2**20,
         sent=result["sent"],

@@ -206,10 +206,11 @@ class StreamencVideoEncoder:
 def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -> Any:
     """Record ``dataset``'s video features through streamenc; returns the dataset.
 
-    ``options`` are EncoderConfig fields (vcodec, g, crf, preset, threads, ...), which
-    override the dataset's own settings, and Recorder options (overflow, slots, nice,
-    warn_behind_s). When /dev/shm cannot hold the rings, ``png_fallback=None`` leaves
-    LeRobot's own PNG path in place with a warning; False raises ShmTooSmall.
+    ``options`` are EncoderConfig fields (vcodec, g, crf, preset, threads, and the
+    encoders' scheduling: sched, nice, cpus), which override the dataset's own settings,
+    and Recorder options (overflow, slots, warn_behind_s). When /dev/shm cannot hold the
+    rings, ``png_fallback=None`` leaves LeRobot's own PNG path in place with a warning;
+    False raises ShmTooSmall.
     """
     check_version()
     if not hasattr(dataset, "_streaming_encoder") or not hasattr(dataset, "meta"):
@@ -222,7 +223,7 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
     if png_fallback:
         log.warning("streamenc: png_fallback=True, so LeRobot records PNGs itself; streamenc is not installed")
         return dataset
-    recorder_options = {k: options.pop(k) for k in ("overflow", "slots", "nice", "warn_behind_s") if k in options}
+    recorder_options = {k: options.pop(k) for k in ("overflow", "slots", "warn_behind_s") if k in options}
     cameras = {key: _hwc(key, dataset.features[key]) for key in video_keys}
     config = _config(dataset, options)
     try:

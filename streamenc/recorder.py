@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from . import frames as framelib
-from . import png
+from . import png, sched
 from .codecs import EncoderConfig, default_threads, select
 from .encoder import EncoderProcess, EncoderSpec, EpisodeVideo, existing_parts
 from .errors import DiskFull, EncoderError, FrameError, PeerDied, RingTimeout, ShmTooSmall, StreamencError
-from .ring import FrameRing, clean_stale, ring_bytes, shm_free_bytes
-from .spill import DROPPED, ENCODED, SpillWriter
+from .ring import DROPPED, ENCODED, RT_REPAIRED, SCHED, FrameRing, clean_stale, ring_bytes, shm_free_bytes
+from .spill import SpillWriter
 
 log = logging.getLogger("streamenc")
 
@@ -42,13 +42,15 @@ PROGRESS_AFTER_S = 1.0
 @dataclass(frozen=True)
 class CameraHealth:
     """A camera's pipeline at a glance: encoder pid, frames waiting in the ring and in the
-    spill file for the encoder to take, frames it has taken in total, and its restarts."""
+    spill file for the encoder to take, frames it has taken in total, its restarts, and
+    how the scheduler sees its threads ("other nice 0"; never a real-time class)."""
 
     pid: int
     queued: int
     spilled: int
     encoded: int
     restarts: int
+    sched: str = "unknown"
 
 
 def _camera_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -131,9 +133,19 @@ class _Camera:
             with self.ring.reserve(timeout, timestamp_ns=ts, episode=ep, frame_index=index) as buf:
                 framelib.write(buf, frame)
 
+    def rescue_put(self, frame: np.ndarray, ts: int, ep: int, index: int) -> bool:
+        """A frame the spill could not write goes to the ring instead, if there is room."""
+        try:
+            self.ring.put(frame, ts, 0, episode=ep, frame_index=index)
+            return True
+        except (RingTimeout, PeerDied):  # a dead encoder is restarted by put() or end_episode
+            return False
+
     def put(self, frame: np.ndarray, ts: int, ep: int, index: int, overflow: str, video: Path) -> None:
         if self.failed is None and not self.enc.alive:
             self.restart(ep, video)
+        if self.spill.error is not None:  # a failed spill write: its frames go first, through the ring
+            self.spill.rescue(self.rescue_put)
         if overflow == "block":
             while True:
                 try:
@@ -142,7 +154,7 @@ class _Camera:
                 except PeerDied:
                     self.restart(ep, video)
                 except RingTimeout:  # the camera's encoder is given up: keep the frame on disk
-                    self.spill.append(framelib.as_uint8(frame), ep, index, ts)
+                    self.spill.append(frame, ep, index, ts)
                     break
         elif overflow == "drop":
             try:
@@ -163,9 +175,7 @@ class _Camera:
                     self.restart(ep, video)
                     self.spill.active = True
             if self.spill.active:
-                self.spill.append(framelib.as_uint8(frame), ep, index, ts)
-            else:
-                self.spill.trim()
+                self.spill.append(frame, ep, index, ts)
         self.put_count += 1
         self.last_index = index
 
@@ -193,12 +203,17 @@ class _Camera:
             self.enc.send("resume", ep, str(video))
 
     def health(self) -> CameraHealth:
+        schedule = sched.unpack(self.ring.counter("consumer", SCHED))
+        repaired = self.ring.counter("consumer", RT_REPAIRED)
+        if repaired:
+            schedule += f" ({repaired} real-time threads put back)"
         return CameraHealth(
             self.enc.pid,
             self.ring.unread,
             self.spill.backlog,
             self.ring.counter("consumer", ENCODED),
             len(self.restarts),
+            schedule,
         )
 
     def close(self) -> None:
@@ -206,6 +221,29 @@ class _Camera:
         self.spill.close(keep=self.failed is not None or self.spill.backlog > 0)
         self.ring.close()
         self.ring.unlink()
+
+
+class _Countdown:
+    """A progress bar over the frames waiting for their encoders when it appears."""
+
+    def __init__(self, what: str, cams: dict[str, _Camera]) -> None:
+        from tqdm import tqdm
+
+        self.cams = list(cams.values())
+        self.total = max(1, self.left())
+        self.bar = tqdm(total=self.total, desc=f"streamenc: {what}", unit="frame")
+
+    def left(self) -> int:
+        return sum(c.ring.unread + c.spill.backlog for c in self.cams if c.failed is None)
+
+    def update(self) -> None:
+        done = min(self.total, max(0, self.total - self.left()))
+        self.bar.update(max(0, done - self.bar.n))
+
+    def close(self, done: bool) -> None:
+        if done:
+            self.bar.update(self.total - self.bar.n)
+        self.bar.close()
 
 
 class Recorder:
@@ -230,7 +268,6 @@ class Recorder:
         slots: int | None = None,
         spill_dir: str | Path | None = None,
         warn_behind_s: float = 2.0,
-        nice: int = 0,
     ) -> None:
         if not isinstance(fps, int) or fps <= 0:
             raise StreamencError(f"fps must be a positive int, got {fps!r}")
@@ -261,7 +298,7 @@ class Recorder:
                 self._start_png()
             else:
                 try:
-                    self._start_encoders(slots, nice)
+                    self._start_encoders(slots)
                 except ShmTooSmall as e:
                     if png_fallback is False:
                         raise
@@ -274,7 +311,7 @@ class Recorder:
         atexit.register(self._at_exit)
 
     # -- set-up -------------------------------------------------------------------------
-    def _start_encoders(self, slots: int | None, nice: int) -> None:
+    def _start_encoders(self, slots: int | None) -> None:
         self.codec = select(self.config)
         names = list(self.cameras)
         plan = plan_slots([self.cameras[n] for n in names], slots, shm_free_bytes())
@@ -282,7 +319,6 @@ class Recorder:
             "fps": self.fps,
             "vcodec": self.codec,
             "config": self.config,
-            "nice": nice,
             "threads": self.config.threads or default_threads(len(names)),
         }
         for name, n in zip(names, plan, strict=True):
@@ -426,16 +462,17 @@ class Recorder:
                     pass  # it died just now: _wait_all restarts it and sends again
 
     def _wait_all(self, ep: int, kinds: set[str], what: str, message: str) -> dict[str, tuple]:
-        """Wait for every camera's answer, restarting encoders that die meanwhile and showing
-        progress once the wait is longer than PROGRESS_AFTER_S."""
+        """Wait for every camera's answer, restarting encoders that die meanwhile. Once the
+        wait passes PROGRESS_AFTER_S a progress bar counts down the frames still waiting for
+        their encoder (in the rings and spill files), and ends at 100%."""
         waiting = dict(self._cams)
         answers: dict[str, tuple] = {}
-        total = sum(c.put_count for c in waiting.values())
-        base = {n: c.ring.counter("consumer", ENCODED) for n, c in waiting.items()}
         t0, bar = time.monotonic(), None
         try:
             while waiting:
                 for name, cam in list(waiting.items()):
+                    if cam.spill.error is not None:  # frames the spill could not write still go in
+                        cam.spill.rescue(cam.rescue_put)
                     if cam.failed:
                         answers[name] = ("error", ("encoder", cam.failed))
                         del waiting[name]
@@ -451,20 +488,14 @@ class Recorder:
                         answers[name] = msg
                         del waiting[name]
                 if waiting:
-                    if bar is None and time.monotonic() - t0 > PROGRESS_AFTER_S and total:
-                        from tqdm import tqdm
-
-                        bar = tqdm(total=total, desc=f"streamenc: {what}", unit="frame", leave=False)
+                    if bar is None and time.monotonic() - t0 > PROGRESS_AFTER_S:
+                        bar = _Countdown(what, self._cams)
                     if bar is not None:
-                        done = sum(
-                            min(c.put_count, c.ring.counter("consumer", ENCODED) - base[n])
-                            for n, c in self._cams.items()
-                        )
-                        bar.update(max(0, done - bar.n))
+                        bar.update()
                     time.sleep(0.01)
         finally:
             if bar is not None:
-                bar.close()
+                bar.close(done=not waiting)
         return answers
 
     def seal_episode(self) -> None:
@@ -553,7 +584,8 @@ class Recorder:
         self._check_open()
         if self._png is not None:
             q = self._png.queued
-            return {c: CameraHealth(os.getpid(), q, 0, self._png.written[c], 0) for c in self.cameras}
+            written = self._png.written
+            return {c: CameraHealth(os.getpid(), q, 0, written[c], 0, "png writer threads") for c in self.cameras}
         return {name: cam.health() for name, cam in self._cams.items()}
 
     @property

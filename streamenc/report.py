@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 BUDGET_SHARE = 0.5  # an add_frame p99 above half the frame period leaves the loop no room
+LATE_MAX_MS = 10.0  # a loop woken later than this has lost a third of a 30 fps tick
 
 
 def load(path: Path) -> list[dict]:
@@ -32,10 +33,18 @@ def verdict(line: dict) -> str:
     if not line.get("ok"):
         return f"FAILED: {line.get('error', '?')}"
     period_ms = 1e3 / line["fps"]
-    realtime = line["missed"] == 0 and line["lost"] == 0 and line["add_p99_ms"] <= BUDGET_SHARE * period_ms
+    late_max = line.get("late_max_ms", 0.0)
+    realtime = (
+        line["missed"] == 0
+        and line["lost"] == 0
+        and line["add_p99_ms"] <= BUDGET_SHARE * period_ms
+        and late_max <= LATE_MAX_MS
+    )
     why = []
     if line["missed"]:
-        why.append(f"{line['missed']} missed deadlines")
+        why.append(f"{line['missed']} overruns")
+    if late_max > LATE_MAX_MS:
+        why.append(f"woke up to {late_max:.0f} ms late")
     if line["lost"]:
         why.append(f"{line['lost']} frames lost")
     if line["add_p99_ms"] > BUDGET_SHARE * period_ms:
@@ -65,25 +74,30 @@ def markdown(lines: list[dict], plots: list[str]) -> str:
             f"{first['seconds']:g} s x {first['episodes']} episode(s) at {first['fps']} fps; "
             f"ratios (x png) against the png run of this configuration, measured in the same sweep; "
             "the copy floor is a bare np.copyto of the same frames into cold memory, timed in the "
-            "same loop right after each add.",
+            "same loop right after each add; loop late is how long after its scheduled time each tick "
+            "began (wake-up lateness); an overrun is a tick whose work ended after its deadline; "
+            "backlog is frames waiting to be encoded or written, per tick.",
             "",
-            "| pipeline | impl | add p50 / p99 / max ms | p99 x copy floor | missed | end of episode s (x png) "
-            "| CPU s (x png) | CPU ms/frame | peak RSS / USS MiB | peak shm MiB | peak temp disk MiB | lost "
+            "| pipeline | impl | add p50 / p99 / max ms | p99 x copy floor | loop late p50 / p99 / max ms "
+            "| overruns | backlog max / at stop | end of episode s (x png) "
+            "| CPU s (x png) | CPU ms/frame | peak RSS / private MiB | peak shm MiB | peak temp disk MiB | lost "
             "| read back |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             if not r.get("ok"):
-                out.append(f"| {r['pipeline']} | failed: {r.get('error', '?')} ||||||||||||")
+                out.append(f"| {r['pipeline']} | failed: {r.get('error', '?')} ||||||||||||||")
                 continue
             end = float(np.mean(r["end_s"]))
             end_b = float(np.mean(base["end_s"])) if base else 0.0
             out.append(
                 f"| {r['pipeline']} | {r['impl']} | {r['add_p50_ms']:.3f} / {r['add_p99_ms']:.3f} / "
-                f"{r['add_max_ms']:.1f} | {_ratio(r['add_p99_ms'], r['copy_p99_ms'])} | {r['missed']} | "
+                f"{r['add_max_ms']:.1f} | {_ratio(r['add_p99_ms'], r['copy_p99_ms'])} | "
+                f"{r['late_p50_ms']:.2f} / {r['late_p99_ms']:.2f} / {r['late_max_ms']:.1f} | {r['missed']} | "
+                f"{r['backlog_max']} / {r['backlog_at_stop']} | "
                 f"{end:.2f} ({_ratio(end, end_b)}) | "
                 f"{r['cpu_s']:.1f} ({_ratio(r['cpu_s'], base['cpu_s'] if base else 0)}) | "
-                f"{r['cpu_ms_per_frame']:.2f} | {r['peak_rss_mib']:.0f} / {r['peak_uss_mib']:.0f} | "
+                f"{r['cpu_ms_per_frame']:.2f} | {r['peak_rss_mib']:.0f} / {r['peak_private_mib']:.0f} | "
                 f"{r['peak_shm_mib']:.0f} | {r['peak_disk_mib']:.0f} | {r['lost']} | {r['back']}/{r['sent']} |"
             )
         out.append("")
@@ -120,6 +134,8 @@ def plot(lines: list[dict], out_dir: Path) -> list[str]:
     ax.set(xscale="log", xlabel="add_frame latency (ms)", ylabel="share of frames", title=f"latency CDF, {heavy}")
     ax.legend()
     written.append(_save(fig, out_dir / "latency_cdf.png"))
+
+    written.append(_lateness_cdf(ok, out_dir, colors))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in (r for r in ok if r["config"] == heavy):
@@ -164,6 +180,28 @@ def plot(lines: list[dict], out_dir: Path) -> list[str]:
     ax.legend()
     written.append(_save(fig, out_dir / "backlog_timeline.png"))
     return written
+
+
+def _lateness_cdf(ok: list[dict], out_dir: Path, colors: dict[str, str]) -> str:
+    """The record loop's wake-up lateness, one panel per configuration: where a curve ends
+    on the right is the worst tick."""
+    import matplotlib.pyplot as plt
+
+    configs = list(dict.fromkeys(r["config"] for r in ok))
+    cols = min(3, len(configs))
+    rows = (len(configs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.5 * rows), squeeze=False)
+    for ax, config in zip(axes.flat, configs, strict=False):
+        for r in (r for r in ok if r["config"] == config):
+            cdf = np.maximum(np.array(r["late_cdf"]), 1e-3)  # log axis: a tick on time shows at 1 us
+            ax.plot(cdf, np.linspace(0, 1, len(cdf)), label=r["pipeline"], color=colors.get(r["pipeline"]))
+        ax.axvline(LATE_MAX_MS, color="grey", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="wake-up lateness (ms)", ylabel="share of ticks", title=config)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(configs) :]:
+        ax.set_visible(False)
+    return _save(fig, out_dir / "lateness_cdf.png")
 
 
 def _pixels(size: str) -> tuple[int, int]:

@@ -25,6 +25,18 @@ PREFIX = "streamenc-"
 POLL_S = 0.05  # how often a blocked wait looks at the peer's pid
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
+# Indices of the header's counters for the ring's users (``counter``/``set_counter``).
+# Each side stores only its own line. Producer side:
+SPILL_HEAD = 0  # records written to the spill file
+SPILL_BASE = 1  # spill index of the spill file's first record
+DROPPED = 2  # frames dropped (overflow="drop")
+# Consumer side:
+SPILL_READ = 0  # spill records the encoder has taken
+SPILL_DONE = 1  # spill records durable in the video
+ENCODED = 2  # frames the encoder has taken, in total
+SCHED = 3  # the encoder's threads at its last check: policy << 8 | (nice + 20), + 1 (0: not yet)
+RT_REPAIRED = 4  # real-time threads the encoder found and put back, in total
+
 
 def shm_free_bytes(path: str = SHM_DIR) -> int:
     """Bytes an unprivileged writer can still allocate in the shm filesystem."""

@@ -3,27 +3,39 @@
 A spill file is self-describing: a 4096-byte file header (magic, shape, dtype, record
 size), then fixed-size records, each a 64-byte record header (magic, episode, frame
 index, timestamp, spill index) and the raw frame. A record is written with one
-``pwritev``. Its position follows from its spill index, so the writer (the recorder)
-and the reader (the encoder) share nothing but four counters in the ring header:
+``pwritev``, by a thread of the recorder, never by the record loop itself. Its position
+follows from its spill index, so the writer (the recorder) and the reader (the encoder)
+share nothing but four counters in the ring header (their indices are in ring.py):
 
 - ``HEAD``  records written (producer);
 - ``BASE``  the spill index stored at the first record position (producer);
 - ``READ``  records the encoder has taken (consumer);
 - ``DONE``  records whose frames are durable in the video (consumer).
 
-The recorder writes to the ring again once ``READ == HEAD``, and deletes the file
-once ``DONE == HEAD``: disk use is bounded by the backlog.
+The recorder writes to the ring again once nothing waits in its queue and ``READ == HEAD``,
+and deletes the file once ``DONE == HEAD``: disk use is bounded by the backlog.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import select
 import struct
+import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from .errors import StreamencError, disk_full_guard
+from .errors import DiskFull, StreamencError
+from .frames import write as write_frame
+from .ring import SPILL_BASE as BASE
+from .ring import SPILL_DONE as DONE
+from .ring import SPILL_HEAD as HEAD
+from .ring import SPILL_READ as READ
 from .ring import FrameRing
 
 FILE_MAGIC = b"STRMSPL1"
@@ -33,10 +45,11 @@ REC_HEADER = 64
 _FILE = struct.Struct("<8sII16s4QQ")  # magic, version, ndim, dtype, shape[4], record bytes
 _REC = struct.Struct("<4sIqqqQ")  # magic, pad, episode, frame index, timestamp, spill index
 
-# producer counters
-HEAD, BASE, DROPPED = 0, 1, 2
-# consumer counters
-READ, DONE, ENCODED = 0, 1, 2
+
+MEMORY_BYTES = 96 * 2**20  # per camera: frames waiting for the disk in memory (104 at 480p, 34 at 720p)
+IDLE_MS = 200  # how often an idle writer with a file open checks whether it can delete it
+
+log = logging.getLogger("streamenc")
 
 
 def record_bytes(frame_bytes: int) -> int:
@@ -44,67 +57,192 @@ def record_bytes(frame_bytes: int) -> int:
 
 
 class SpillWriter:
-    """The recorder's side: appends frames in order; knows when the encoder has caught up."""
+    """The recorder's side: takes frames in order, and writes them to the file from a thread.
 
-    def __init__(self, path: Path, ring: FrameRing) -> None:
+    ``append`` runs on the record loop's thread: it copies the frame into a buffer from
+    a small pool and queues it, so the loop never waits for the disk, whose writes
+    here took up to 48 ms for two 720p frames. The writer thread writes the queue in
+    order and publishes HEAD after each record. Only when the pool is used up (the disk
+    is slower than the spill: its sustained limit) does ``append`` wait for a buffer.
+
+    A failed write (a full disk) stops the writer and is raised by the next ``append``.
+    The frames it still holds are not lost: once the encoder has read every record in
+    the file, ``rescue`` hands them to the ring, in order, and the writer may go on.
+    """
+
+    def __init__(self, path: Path, ring: FrameRing, memory_bytes: int = MEMORY_BYTES) -> None:
         self.path = Path(path)
         self.ring = ring
         self.rec = record_bytes(ring.frame_bytes)
-        self._fd = -1  # the file is made on the first spilled frame: most recordings never need it
+        self.max_buffers = max(2, memory_bytes // ring.frame_bytes)
         self.active = False  # frames go here, not to the ring, until the encoder catches up
+        self._fd = -1  # the file is made on the first spilled frame: most recordings never need it
+        self._queue: deque = deque()  # (spill index, episode, frame index, timestamp, buffer): loop -> writer
+        self._free: deque = deque()  # buffers written out, for reuse: writer -> loop
+        self._buffers = 0
+        self._next = self.head  # spill index of the next frame accepted
+        self.error: BaseException | None = None
+        self._file_lock = threading.Lock()  # the file: the writer thread, and trim()/close() (never append)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK)  # loop -> writer: frames queued
+        self._freed = os.eventfd(0, os.EFD_NONBLOCK)  # writer -> loop: a buffer came back
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.write = os.pwritev  # the one place a test injects a slow or failing disk
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        shape = tuple(self.ring.shape) + (0,) * (4 - len(self.ring.shape))
-        header = _FILE.pack(FILE_MAGIC, 1, len(self.ring.shape), self.ring.dtype.str.encode(), *shape, self.rec)
-        with disk_full_guard(self.path, FILE_HEADER):
-            os.pwrite(self._fd, header.ljust(FILE_HEADER, b"\0"), 0)
-
+    # -- the record loop's side ---------------------------------------------------------
     @property
     def head(self) -> int:
         return self.ring.counter("producer", HEAD)
 
     @property
     def backlog(self) -> int:
-        """Records written that the encoder has not taken yet."""
-        return self.head - self.ring.counter("consumer", READ)
+        """Frames accepted that the encoder has not taken yet (queued here, or in the file)."""
+        return len(self._queue) + self.head - self.ring.counter("consumer", READ)
 
     def caught_up(self) -> bool:
-        return self.ring.counter("consumer", READ) >= self.head
+        return not self._queue and self.ring.counter("consumer", READ) >= self.head
 
     def append(self, frame: np.ndarray, episode: int, frame_index: int, timestamp_ns: int) -> None:
-        """Write one record (one syscall) and publish it. ENOSPC raises DiskFull."""
+        """Queue one frame (HWC, any strides, uint8 or float in [0, 1]) for the file.
+
+        Raises what the writer last failed with (DiskFull for ENOSPC); that frame is not taken.
+        """
+        if self.error is not None:
+            raise self.error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"streamenc-spill-{self.path.name}", daemon=True)
+            self._thread.start()
+        buf = self._buffer()
+        write_frame(buf, frame)
+        self._queue.append((self._next, episode, frame_index, timestamp_ns, buf))
+        self._next += 1
+        os.eventfd_write(self._wake, 1)
+
+    def _buffer(self) -> np.ndarray:
+        if self._free:
+            return self._free.popleft()
+        if self._buffers < self.max_buffers:
+            self._buffers += 1
+            return np.empty(self.ring.shape, self.ring.dtype)
+        waiter = select.poll()  # the pool is used up: the disk sets the pace now
+        waiter.register(self._freed, select.POLLIN)
+        while not self._free:
+            if self.error is not None:
+                raise self.error
+            waiter.poll(100)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._freed)
+        return self._free.popleft()
+
+    def rescue(self, put) -> None:
+        """After a failed write: hand the frames the writer holds to the ring, in order,
+        with ``put(frame, timestamp, episode, index) -> bool`` (False: the ring is full).
+
+        Only once the encoder has read every record in the file, so that its merge of
+        ring and file still sees every frame in order. When none is left, the next
+        spilled frame tries the disk again."""
+        while self._queue and self.ring.counter("consumer", READ) >= self.head:
+            _, episode, index, ts, buf = self._queue[0]
+            if not put(buf, ts, episode, index):
+                return
+            self._queue.popleft()
+            self._free.append(buf)
+        if not self._queue:
+            self._next = self.head  # the rescued frames took no record: spill indices stay gapless
+            self.error = None
+
+    # -- the writer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        waiter = select.poll()
+        waiter.register(self._wake, select.POLLIN)
+        while True:
+            waiter.poll(IDLE_MS if self._fd >= 0 else None)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wake)
+            if self.error is None:  # after a failure the queue is rescue()'s until it is empty
+                self._drain()
+            if self._stopping:
+                return
+            if not self._queue:
+                self.trim()
+
+    def _drain(self) -> None:
+        while self._queue:
+            j, episode, index, ts, buf = self._queue[0]
+            try:
+                with self._file_lock:
+                    self._write(j, episode, index, ts, buf)
+            except OSError as e:
+                self.error = DiskFull(str(self.path), self.rec) if e.errno in (errno.ENOSPC, errno.EDQUOT) else e
+                return
+            self._queue.popleft()
+            self._free.append(buf)
+            os.eventfd_write(self._freed, 1)
+
+    def _write(self, j: int, episode: int, index: int, ts: int, buf: np.ndarray) -> None:
         if self._fd < 0:
             self._open()
-        j = self.head
-        base = self.ring.counter("producer", BASE)
-        header = _REC.pack(REC_MAGIC, 0, episode, frame_index, timestamp_ns, j).ljust(REC_HEADER, b"\0")
-        offset = FILE_HEADER + (j - base) * self.rec
-        with disk_full_guard(self.path, self.rec):
-            n = os.pwritev(self._fd, [header, np.ascontiguousarray(frame)], offset)
-            if n != self.rec:
-                raise OSError(28, "short write", str(self.path))  # a full disk can also write short
+        header = _REC.pack(REC_MAGIC, 0, episode, index, ts, j).ljust(REC_HEADER, b"\0")
+        offset = FILE_HEADER + (j - self.ring.counter("producer", BASE)) * self.rec
+        n = self.write(self._fd, [header, buf], offset)
+        if n != self.rec:
+            raise OSError(errno.ENOSPC, "short write", str(self.path))  # a full disk can also write short
         self.ring.set_counter("producer", HEAD, j + 1)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        shape = tuple(self.ring.shape) + (0,) * (4 - len(self.ring.shape))
+        header = _FILE.pack(FILE_MAGIC, 1, len(self.ring.shape), self.ring.dtype.str.encode(), *shape, self.rec)
+        try:
+            os.pwrite(self._fd, header.ljust(FILE_HEADER, b"\0"), 0)
+        except OSError:
+            os.close(self._fd)
+            self._fd = -1
+            self.path.unlink(missing_ok=True)
+            raise
 
     def trim(self) -> None:
         """Delete the file once every record in it is durable in the video; the next spilled
         frame starts a new one. BASE moves on, which tells the reader to reopen."""
-        if self._fd < 0:  # no file: the common case, on every frame that goes to the ring
-            return
-        head = self.head
-        if self.ring.counter("consumer", DONE) >= head:
-            os.close(self._fd)
-            self._fd = -1
-            self.path.unlink(missing_ok=True)
-            self.ring.set_counter("producer", BASE, head)
+        with self._file_lock:
+            if self._fd < 0:
+                return
+            head = self.head
+            if self.ring.counter("consumer", DONE) >= head:
+                os.close(self._fd)
+                self._fd = -1
+                self.path.unlink(missing_ok=True)
+                self.ring.set_counter("producer", BASE, head)
 
     def close(self, keep: bool = False) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            if not keep:
-                self.path.unlink(missing_ok=True)
+        """Stop the writer once it has written what it holds, then close the file; ``keep``
+        keeps it on disk for a later recovery. Frames still held after a failed write
+        (a recorder closed without ending its episode) are reported, then dropped."""
+        if self._thread is not None:
+            self._stopping = True
+            os.eventfd_write(self._wake, 1)
+            self._thread.join()
+            self._thread = None
+        if self._queue:
+            log.error(
+                "streamenc: %d frames for %s could not be written to %s: %s",
+                len(self._queue),
+                self.ring.name,
+                self.path,
+                self.error,
+            )
+            self._queue.clear()
+        with self._file_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+                if not keep:
+                    self.path.unlink(missing_ok=True)
+        for fd in (self._wake, self._freed):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake = self._freed = -1
 
 
 class SpillReader:

@@ -74,13 +74,18 @@ class SyntheticCamera:
 
 
 class Pacer:
-    """Paces a loop at ``fps`` as a camera-driven record loop is, counting missed deadlines:
-    ticks whose work ended after the tick's deadline."""
+    """Paces a loop at ``fps`` as a camera-driven record loop is.
+
+    Per tick it keeps the lateness: how long after its scheduled time the next tick began
+    (the sleep's wake-up lateness, or the overrun when the work ran past the deadline),
+    and it counts ``missed`` (overruns): ticks whose work ended after the deadline.
+    """
 
     def __init__(self, fps: int) -> None:
         self.period = 1.0 / fps
         self.deadline = time.perf_counter()
         self.missed = 0
+        self.lateness: list[float] = []  # seconds, one per tick
 
     def wait(self) -> None:
         self.deadline += self.period
@@ -89,3 +94,4 @@ class Pacer:
             self.missed += 1
         else:
             time.sleep(slack)
+        self.lateness.append(max(0.0, time.perf_counter() - self.deadline))

@@ -74,7 +74,7 @@ def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
 
 PLANT = textwrap.dedent(
     """
-    import os, signal, sys
+    import os, signal, sys, time
     import numpy as np
     from pathlib import Path
     from streamenc.ring import FrameRing
@@ -85,6 +85,8 @@ PLANT = textwrap.dedent(
     spill = SpillWriter(spill_dir / f"front-{ring.name}.spill", ring)
     for i in range(3):
         spill.append(np.full((32, 32, 3), i, np.uint8), 0, i, i)
+    while spill.head < 3:  # written by the spill's thread
+        time.sleep(0.01)
     print(ring.name, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # a recorder that died: its segment and spill stay
     """

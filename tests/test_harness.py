@@ -16,8 +16,9 @@ FIELDS = {
     "pipeline", "cameras", "size", "codec", "pressure", "config", "ok", "impl",
     "add_p50_ms", "add_p99_ms", "add_max_ms", "copy_p50_ms", "copy_p99_ms",
     "missed", "end_s", "cpu_s", "cpu_ms_per_frame", "cpu_share",
-    "peak_rss_mib", "peak_uss_mib", "peak_shm_mib", "peak_disk_mib", "memory", "backlog",
+    "peak_rss_mib", "peak_private_mib", "peak_shm_mib", "peak_disk_mib", "memory", "backlog",
     "sent", "dropped", "back", "lost", "latency_cdf",
+    "late_p50_ms", "late_p99_ms", "late_max_ms", "late_cdf", "backlog_max", "backlog_at_stop",
 }  # fmt: skip
 
 
@@ -31,11 +32,14 @@ def test_quick_bench_measures_every_pipeline_and_reads_every_frame_back(tmp_path
         assert ln["ok"] and ln["sent"] == 60 and ln["back"] == ln["sent"] and ln["lost"] == 0, ln["pipeline"]
         assert ln["cpu_s"] > 0 and ln["peak_rss_mib"] > 0 and ln["memory"]
         assert 0 < ln["copy_p50_ms"] <= ln["copy_p99_ms"]
+        assert 0 <= ln["late_p50_ms"] <= ln["late_p99_ms"] <= ln["late_max_ms"] == ln["late_cdf"][-1]
+        assert len(ln["late_cdf"]) == 101 and ln["backlog_max"] >= ln["backlog_at_stop"] >= 0
     streamenc_line = lines[2]
     assert streamenc_line["peak_shm_mib"] > 0  # its rings were seen in /dev/shm
     report = (tmp_path / "report.md").read_text()
     assert "1x240p libsvtav1" in report and report.count("real-time") >= 3
-    for plot in ("latency_cdf", "memory_timeline", "cpu_per_frame", "backlog_timeline"):
+    assert "loop late p50 / p99 / max ms" in report and "overruns" in report
+    for plot in ("latency_cdf", "lateness_cdf", "memory_timeline", "cpu_per_frame", "backlog_timeline"):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
         assert f"({plot}.png)" in report
     assert "streamenc" in out.stdout and "report:" in out.stdout
@@ -50,6 +54,13 @@ def test_plan_is_the_product_of_the_axes_given():
     assert {"1x480p libsvtav1", "4x480p libsvtav1", "2x1080p libsvtav1", "2x480p libx264"} <= configs
     assert "2x480p libsvtav1 pressure 50%" in configs
     assert len(default) == 3 * len(configs)
+
+
+def test_scheduling_settings_name_the_configuration_and_reach_the_encoders():
+    run = harness.Run("streamenc", sched="batch", nice=5, cpus=(0,))
+    assert run.config == "2x480p libsvtav1 sched batch nice 5 cpus 0"
+    assert harness.scheduling(run) == {"sched": "batch", "nice": 5, "cpus": (0,)}
+    assert harness.scheduling(harness.Run("streamenc")) == {}
 
 
 def test_quick_takes_the_axes_given():
