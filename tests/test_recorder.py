@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -239,3 +240,29 @@ def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
     assert added <= c.frames <= added + 1  # every frame put is there; at most one was put but not yet printed
     assert c.in_order() and c.cfr(30)
     assert not [p for p in psutil.process_iter(["cmdline"]) if "streamenc.encoder" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(tmp_path, cams, capfd):
+    """The bar appears when end_episode waits more than a second. Its total is the frames
+    still waiting for their encoders at that moment, not the episode's length, so it
+    ends at 100%."""
+    cam = cams["left"]
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, slots=64) as rec:
+        rec.start_episode()
+        _record(rec, {"left": cam}, 0, 100)
+        _wait_for(lambda: rec.health()["left"].queued + rec.health()["left"].spilled == 0)  # not in the bar
+        pid = rec.health()["left"].pid
+        os.kill(pid, signal.SIGSTOP)  # a stalled encoder: the next 40 frames wait in the ring
+        try:
+            _record(rec, {"left": cam}, 100, 40)
+            assert rec.health()["left"].queued == 40
+            resume = threading.Timer(1.6, os.kill, (pid, signal.SIGCONT))
+            resume.start()
+            capfd.readouterr()
+            video = rec.end_episode()["left"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    err = capfd.readouterr().err
+    assert "streamenc: encoding backlog: 100%" in err, err[-500:]
+    assert "40/40" in err and "/140" not in err, err[-500:]
+    _assert_video(video.path, cam, 140)
