@@ -6,14 +6,15 @@ STAMP  := $(VENV)/.installed
 EXT    := $(VENV)/.ext-built
 LEROBOT := $(VENV)/.lerobot-installed
 OUT    ?= bench/out
+INSTALLED ?= build/venv-installed
 
-.PHONY: venv lerobot demo test bench bench-lerobot bench-loop bench-overload lint clean
+.PHONY: venv lerobot demo test test-fast test-dev dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=64' wheel 'cython>=3.0'
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77' wheel 'cython>=3.0'
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,dev,bench]'
 	touch $@
 
@@ -36,8 +37,34 @@ lerobot: $(LEROBOT)
 demo: venv
 	$(BIN)/python -m streamenc.demo
 
-test: venv $(LEROBOT)
+# Everything: the whole suite in the dev venv (lerobot included), then the unit tests
+# against the built wheel installed in a clean venv.
+test: test-dev test-installed
+
+test-dev: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
+
+# The unit tests only (no lerobot, no multi-second fault or benchmark runs): under a minute.
+test-fast: venv
+	$(BIN)/python -m pytest tests -m "not slow and not lerobot" -q
+
+# The sdist and a wheel, built from this tree with the venv's setuptools and Cython.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist . > /dev/null
+
+# The wheel in a clean venv (no Cython, the source tree not on sys.path), and the unit
+# tests run against it from outside the tree: what a user's install gets.
+test-installed: dist
+	rm -rf $(INSTALLED)
+	$(PYTHON) -m venv $(INSTALLED)
+	$(INSTALLED)/bin/python -m pip install -q --upgrade pip
+	$(INSTALLED)/bin/python -m pip install -q "$$(ls dist/*.whl)[test,bench]"
+	cd $(INSTALLED) && bin/python -c "import importlib.util as u, streamenc, sys; \
+		assert '/site-packages/' in streamenc.__file__, streamenc.__file__; \
+		assert u.find_spec('Cython') is None, 'Cython in the clean venv'; print('installed:', streamenc.__file__)"
+	cd $(INSTALLED) && STREAMENC_TEST_INSTALLED=1 bin/python -m pytest $(CURDIR)/tests -m "not slow and not lerobot" -q -p no:cacheprovider \
+		--rootdir $(CURDIR) --ignore $(CURDIR)/tests/test_lerobot.py
 
 # The default sweep of the harness (streamenc bench), with the ring micro-benchmark first.
 bench: venv $(LEROBOT)
@@ -66,5 +93,5 @@ lint: venv
 	$(BIN)/ruff format --check streamenc tests bench setup.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info csrc/_ring.c streamenc/_ring*.so $(OUT) .pytest_cache .benchmarks .hypothesis
+	rm -rf $(VENV) build dist *.egg-info csrc/_ring.c streamenc/_ring*.so $(OUT) .pytest_cache .benchmarks .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamenc import harness
+from streamenc.bench import harness, pipelines, runs
 
 # the integration's targets, each against the png run of the same configuration
 SAVE_X_PNG = 40.0  # save_episode at least this many times faster than png
@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench/out/lerobot"))
     args = ap.parse_args(argv)
-    runs = harness.plan(cameras=args.cameras, seconds=args.seconds, episodes=args.episodes)
-    if not harness.uses_lerobot(runs[0]):
+    todo = runs.plan(cameras=args.cameras, seconds=args.seconds, episodes=args.episodes)
+    if not pipelines.uses_lerobot(todo[0]):
         raise SystemExit("lerobot 0.4.x is not installed here (make lerobot installs it)")
-    lines = harness.sweep(runs, args.out)
+    lines = harness.sweep(todo, args.out)
     failed = [f"{r['config']} {r['pipeline']}: {r['error']}" for r in lines if not r["ok"]]
     if failed:
         raise SystemExit("runs failed:\n" + "\n".join(failed))

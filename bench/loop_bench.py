@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamenc import harness
+from streamenc.bench import harness, runs
 
 TARGETS = {  # config -> (max overruns, max lateness ms, add p99 ms)
     "4x480p": (0, 10.0, 2.0),
@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--configs", default="2x480p,4x480p,2x720p")
-    ap.add_argument("--pipelines", default=",".join(harness.PIPELINES))
+    ap.add_argument("--pipelines", default=",".join(runs.PIPELINES))
     ap.add_argument("--out", type=Path, default=Path("bench/out/loop"))
     args = ap.parse_args(argv)
-    runs = []
+    todo = []
     for config in args.configs.split(","):
         cameras, size = config.split("x")
         for pipeline in args.pipelines.split(","):
-            runs.append(harness.Run(pipeline, int(cameras), size, seconds=args.seconds, episodes=1))
-    lines = harness.sweep(runs, args.out)
+            todo.append(runs.Run(pipeline, int(cameras), size, seconds=args.seconds, episodes=1))
+    lines = harness.sweep(todo, args.out)
     print(table(lines))
     for line in verdicts(lines):
         print(line)

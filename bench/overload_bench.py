@@ -1,6 +1,8 @@
 """Overload timeline: more cameras than the machine can encode in real time.
 
-Three pipelines take the same synthetic 480p frames, paced at 30 fps, for --seconds:
+Three pipelines (the benchmark harness's own, streamenc.bench.pipelines, as models so
+that the comparison needs no lerobot) take the same synthetic 480p frames, paced at
+30 fps, for --seconds:
 
 - ``streamenc``: Recorder, default overflow="spill";
 - ``stream``: LeRobot-style in-process encoding, a thread and a 30-frame queue per
@@ -8,10 +10,11 @@ Three pipelines take the same synthetic 480p frames, paced at 30 fps, for --seco
 - ``png``: LeRobot-style AsyncImageWriter, PNG-writing threads fed by an unbounded queue,
   then the PNGs encoded at the end.
 
-Every 0.5 s it samples frames accepted, encoded and waiting, RSS and USS of the whole
-process tree, /dev/shm bytes and temporary disk bytes, and keeps sampling after the stop
-until the backlog is drained. It also measures offline conversion (overflow="block")
-throughput against a single-process PyAV encode of the same frames.
+Every 0.5 s it samples frames accepted, encoded and waiting, and (from a separate process,
+so the record loop is not disturbed) RSS and private memory of the whole process tree,
+/dev/shm bytes and temporary disk bytes, and keeps sampling after the stop until the
+backlog is drained. It also measures offline conversion (overflow="block") throughput
+against a single-process PyAV encode of the same frames.
 
     python bench/overload_bench.py [--cameras 4] [--seconds 60] [--out bench/out]
 """
@@ -20,83 +23,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
+import multiprocessing as mp
+import os
 import shutil
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-import psutil
 
-from streamenc import EncoderConfig, Recorder
-from streamenc.codecs import codec_options
-from streamenc.png import encode_png
-from streamenc.ring import ENCODED, SHM_DIR
-from streamenc.synthetic import Pacer, SyntheticCamera
+from streamenc import Recorder
+from streamenc.bench.memory import snapshot
+from streamenc.bench.pipelines import Source, encode, make
+from streamenc.bench.runs import SIZES, Run
+from streamenc.synthetic import Pacer
 from streamenc.verify import check
 
-SIZE = (480, 640)
+SIZE = SIZES["480p"]
 FPS = 30
-
-
-def shm_bytes() -> int:
-    return sum((Path(SHM_DIR) / e).stat().st_size for e in _listdir(SHM_DIR) if "streamenc" in e)
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
-def _listdir(d: str) -> list[str]:
-    try:
-        import os
-
-        return os.listdir(d)
-    except OSError:
-        return []
+SAMPLE_S = 0.5
 
 
 def sample_memory(root_pid: int, tmp: str, t0: float, conn) -> None:
-    """In its own process, so that reading /proc/*/smaps (about 20 ms a round) does not take
-    the record loop's GIL or CPU: RSS and USS of root_pid's tree, /dev/shm and temp disk."""
-    import os
-
-    root, me = psutil.Process(root_pid), os.getpid()
-    while True:  # one sample at once, then every 0.5 s until told to stop
-        rss = uss = 0
-        for p in [root, *root.children(recursive=True)]:
-            if p.pid == me:
-                continue
-            try:
-                info = p.memory_info()  # statm: smaps would take the process's memory-map lock
-                rss, uss = rss + info.rss, uss + info.rss - info.shared
-            except psutil.Error:
-                pass
-        conn.send(
-            {
-                "t": round(time.monotonic() - t0, 2),
-                "rss": rss,
-                "uss": uss,
-                "shm": shm_bytes(),
-                "disk": dir_bytes(Path(tmp)),
-            }
-        )
-        if conn.poll(0.5):
+    """In its own process: the memory of root_pid's tree (this sampler left out), /dev/shm
+    and temp disk, at once and then every SAMPLE_S until told to stop."""
+    while True:
+        conn.send({"t": round(time.monotonic() - t0, 2), **snapshot(root_pid, Path(tmp), skip=os.getpid())})
+        if conn.poll(SAMPLE_S):
             return
 
 
 class Sampler(threading.Thread):
-    """Samples a pipeline's counters every 0.5 s (cheap, in this process) and, through a
+    """Samples a pipeline's counters every SAMPLE_S (cheap, in this process) and, through a
     separate process, the memory and disk of the whole process tree."""
 
     def __init__(self, counters, tmp: Path) -> None:
-        import multiprocessing as mp
-        import os
-
         super().__init__(daemon=True)
         self.counters, self.rows, self.memory, self.stop_at = counters, [], [], None
         self._halt = threading.Event()
@@ -120,7 +82,7 @@ class Sampler(threading.Thread):
             row.update(self.counters())
             self.rows.append(row)
             self._drain()
-            self._halt.wait(0.5)
+            self._halt.wait(SAMPLE_S)
 
     def halt(self) -> list[dict]:
         self._halt.set()
@@ -131,168 +93,45 @@ class Sampler(threading.Thread):
         memory = self.memory
         for row in self.rows:  # pair each counters row with the memory sample nearest in time
             near = min(memory, key=lambda m: abs(m["t"] - row["t"])) if memory else {}
-            row.update({k: near.get(k, 0) for k in ("rss", "uss", "shm", "disk")})
+            row.update({k: near.get(k, 0) for k in ("rss", "private", "shm", "disk")})
         return self.rows
 
 
-# -- the three pipelines ------------------------------------------------------------------
-
-
-def run_streamenc(cams, seconds, tmp: Path) -> dict:
-    n = int(seconds * FPS)
-    accepted = [0]
-    with Recorder(tmp, fps=FPS, cameras={k: SIZE for k in cams}) as rec:
-
-        def counters():
-            h = rec.health()
-            return {
-                "accepted": accepted[0],
-                "encoded": sum(c.ring.counter("consumer", ENCODED) for c in rec._cams.values()),
-                "waiting": sum(x.queued + x.spilled for x in h.values()),
-                "spilled": sum(x.spilled for x in h.values()),
-                "dropped": 0,
-            }
-
-        sampler = Sampler(counters, tmp)
-        sampler.start()
-        rec.start_episode()
-        lat = pace(n, lambda i: rec.add_frame({k: c.frame(i) for k, c in cams.items()}), accepted, len(cams))
-        sampler.stop_at = time.monotonic() - sampler.t0
-        videos = rec.end_episode()
-        rows = sampler.halt()
-    back = sum(check(v.path).frames for v in videos.values())
-    return summary("streamenc", rows, sampler.stop_at, lat, n * len(cams), back, dropped=0)
-
-
-class StreamEncoder(threading.Thread):
-    """LeRobot 0.4.4's streaming encoder, reduced: a thread per camera, a bounded queue."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.q: queue.Queue = queue.Queue(maxsize=30)
-        self.path, self.encoded, self.dropped = path, 0, 0
-
-    def feed(self, frame: np.ndarray) -> None:
-        try:
-            self.q.put(frame.copy(), timeout=0.1)
-        except queue.Full:
-            self.dropped += 1
-
-    def run(self) -> None:
-        with av.open(str(self.path), "w") as c:
-            s = c.add_stream("libsvtav1", rate=FPS)
-            s.height, s.width, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-            s.time_base = Fraction(1, FPS)
-            s.options = codec_options(EncoderConfig())
-            while (frame := self.q.get()) is not None:
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                vf.pts = self.encoded
-                for p in s.encode(vf):
-                    c.mux(p)
-                self.encoded += 1
-            for p in s.encode(None):
-                c.mux(p)
-
-
-def run_stream(cams, seconds, tmp: Path) -> dict:
-    n = int(seconds * FPS)
-    accepted = [0]
-    encs = {k: StreamEncoder(tmp / f"{k}.mp4") for k in cams}
-    for e in encs.values():
-        e.start()
+def run_pipeline(name: str, cameras: int, seconds: float, tmp: Path) -> dict:
+    """One pipeline under the overload, timed and sampled; its frames read back after."""
+    run = Run(name, cameras, "480p", seconds=seconds, fps=FPS)
+    sources = [Source(run, i) for i in range(cameras)]
+    pipe = make(run, tmp, model=True)
+    n, accepted = int(seconds * FPS), [0]
     sampler = Sampler(
         lambda: {
             "accepted": accepted[0],
-            "encoded": sum(e.encoded for e in encs.values()),
-            "waiting": sum(e.q.qsize() for e in encs.values()),
-            "spilled": 0,
-            "dropped": sum(e.dropped for e in encs.values()),
+            "encoded": pipe.encoded(),
+            "waiting": pipe.backlog(),
+            "dropped": pipe.dropped(),
         },
         tmp,
     )
     sampler.start()
-
-    def add(i):
-        for k, c in cams.items():
-            encs[k].feed(c.frame(i))
-
-    lat = pace(n, add, accepted, len(cams))
-    sampler.stop_at = time.monotonic() - sampler.t0
-    for e in encs.values():
-        e.q.put(None)
-    for e in encs.values():
-        e.join()
-    rows = sampler.halt()
-    back = sum(check(e.path).frames for e in encs.values())
-    return summary(
-        "stream", rows, sampler.stop_at, lat, n * len(cams), back, dropped=sum(e.dropped for e in encs.values())
-    )
-
-
-def run_png(cams, seconds, tmp: Path) -> dict:
-    n = int(seconds * FPS)
-    accepted, written = [0], [0]
-    q: queue.Queue = queue.Queue()  # unbounded, as AsyncImageWriter's
-    lock = threading.Lock()
-
-    def writer():
-        while (item := q.get()) is not None:
-            path, frame = item
-            path.write_bytes(encode_png(frame))
-            with lock:
-                written[0] += 1
-
-    threads = [threading.Thread(target=writer, daemon=True) for _ in range(4 * len(cams))]
-    for t in threads:
-        t.start()
-    for k in cams:
-        (tmp / k).mkdir(parents=True)
-    sampler = Sampler(
-        lambda: {"accepted": accepted[0], "encoded": written[0], "waiting": q.qsize(), "spilled": 0, "dropped": 0}, tmp
-    )
-    sampler.start()
-
-    def add(i):
-        for k, c in cams.items():
-            q.put((tmp / k / f"frame-{i:06d}.png", c.frame(i).copy()))
-
-    lat = pace(n, add, accepted, len(cams))
-    sampler.stop_at = time.monotonic() - sampler.t0
-    for _ in threads:
-        q.put(None)
-    for t in threads:
-        t.join()
-    back = 0
-    for k in cams:  # then encode at "save_episode"
-        files = sorted((tmp / k).glob("*.png"))
-        with av.open(str(tmp / f"{k}.mp4"), "w") as c:
-            s = c.add_stream("libsvtav1", rate=FPS)
-            s.height, s.width, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-            s.time_base = Fraction(1, FPS)
-            s.options = codec_options(EncoderConfig())
-            for i, f in enumerate(files):
-                with av.open(str(f)) as img:
-                    vf = next(img.decode(video=0)).reformat(format="rgb24")
-                vf.pts = i
-                for p in s.encode(vf):
-                    c.mux(p)
-            for p in s.encode(None):
-                c.mux(p)
-        back += check(tmp / f"{k}.mp4").frames
-    rows = sampler.halt()
-    return summary("png", rows, sampler.stop_at, lat, n * len(cams), back, dropped=0)
-
-
-def pace(n: int, add, accepted: list, cameras: int) -> np.ndarray:
-    lat = np.empty(n)
-    pacer = Pacer(FPS)
-    for i in range(n):
-        t0 = time.perf_counter()
-        add(i)
-        lat[i] = time.perf_counter() - t0
-        accepted[0] += cameras
-        pacer.wait()
-    return lat * 1e3
+    try:
+        pipe.start(0)
+        lat = np.empty(n)
+        pacer = Pacer(FPS)
+        for i in range(n):
+            frames = [s.frame(i) for s in sources]
+            t0 = time.perf_counter()
+            pipe.add(frames)
+            lat[i] = (time.perf_counter() - t0) * 1e3
+            accepted[0] += cameras
+            pacer.wait()
+        sampler.stop_at = time.monotonic() - sampler.t0
+        pipe.end()
+        rows = sampler.halt()
+        dropped = pipe.dropped()
+    finally:
+        pipe.close()
+    back = sum(check(f).frames for f in pipe.files)
+    return summary(name, rows, sampler.stop_at, lat, n * cameras, back, dropped)
 
 
 def summary(name, rows, stop_at, lat, sent, back, dropped) -> dict:
@@ -307,7 +146,7 @@ def summary(name, rows, stop_at, lat, sent, back, dropped) -> dict:
         "add_max_ms": float(lat.max()),
         "rss_first_10s_mib": max(r["rss"] for r in during if r["t"] <= 10) / 2**20,
         "rss_peak_mib": max(r["rss"] for r in rows) / 2**20,
-        "uss_peak_mib": max(r["uss"] for r in rows) / 2**20,
+        "private_peak_mib": max(r["private"] for r in rows) / 2**20,
         "disk_peak_mib": max(r["disk"] for r in rows) / 2**20,
         "shm_peak_mib": max(r["shm"] for r in rows) / 2**20,
         "stop_s": round(stop_at, 1),
@@ -354,31 +193,23 @@ def plot(results: list[dict], path: Path) -> None:
 
 def offline(cameras: int, frames: int) -> dict:
     """overflow="block" conversion throughput against one process encoding the same frames."""
-    cams = {f"c{k}": SyntheticCamera(*SIZE, seed=k) for k in range(cameras)}
+    run = Run("streamenc", cameras, "480p", fps=FPS)
+    sources = [Source(run, i) for i in range(cameras)]
+    names = [f"c{k}" for k in range(cameras)]
     tmp = Path(tempfile.mkdtemp(prefix="streamenc-offline-"))
     try:
         t0 = time.perf_counter()
-        with Recorder(tmp, fps=FPS, cameras={k: SIZE for k in cams}, overflow="block") as rec:
+        with Recorder(tmp, fps=FPS, cameras=dict.fromkeys(names, SIZE), overflow="block") as rec:
             t1 = time.perf_counter()
             rec.start_episode()
             for i in range(frames):
-                rec.add_frame({k: c.frame(i) for k, c in cams.items()})
+                rec.add_frame({k: s.frame(i) for k, s in zip(names, sources, strict=True)})
             videos = rec.end_episode()
         ours = time.perf_counter() - t1
         assert all(check(v.path).in_order(frames) for v in videos.values())
         t2 = time.perf_counter()
-        for k, c in cams.items():
-            with av.open(str(tmp / f"{k}-single.mp4"), "w") as out:
-                s = out.add_stream("libsvtav1", rate=FPS)
-                s.height, s.width, s.pix_fmt, s.time_base = SIZE[0], SIZE[1], "yuv420p", Fraction(1, FPS)
-                s.options = codec_options(EncoderConfig())
-                for i in range(frames):
-                    vf = av.VideoFrame.from_ndarray(c.frame(i), format="rgb24")
-                    vf.pts = i
-                    for p in s.encode(vf):
-                        out.mux(p)
-                for p in s.encode(None):
-                    out.mux(p)
+        for k, s in zip(names, sources, strict=True):
+            encode(tmp / f"{k}-single.mp4", (s.frame(i) for i in range(frames)), "libsvtav1", FPS, SIZE)
         single = time.perf_counter() - t2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -403,13 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=Path("docs/img/overload.png"))
     ap.add_argument("--from-json", type=Path, default=None, help="re-plot and re-tabulate a saved run")
     args = ap.parse_args(argv)
-    cams = {f"c{k}": SyntheticCamera(*SIZE, seed=k) for k in range(args.cameras)}
-    runners = {"streamenc": run_streamenc, "stream": run_stream, "png": run_png}
     results = json.loads(args.from_json.read_text()) if args.from_json else []
     for name in [] if args.from_json else args.pipelines.split(","):
         tmp = Path(tempfile.mkdtemp(prefix=f"streamenc-overload-{name}-"))
         try:
-            results.append(runners[name](cams, args.seconds, tmp))
+            results.append(run_pipeline(name, args.cameras, args.seconds, tmp))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         r = {k: v for k, v in results[-1].items() if k != "timeline"}
@@ -421,14 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.cameras} cameras 640x480 @ {FPS} fps for {args.seconds:g} s, paced\n")
     print(
         "| pipeline | frames sent | read back | dropped | lost | add_frame p99 / max (ms) | RSS first 10 s / peak "
-        "(MiB) | USS peak (MiB) | temp disk peak (MiB) | /dev/shm peak (MiB) | drain after stop (s) |"
+        "(MiB) | private peak (MiB) | temp disk peak (MiB) | /dev/shm peak (MiB) | drain after stop (s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['pipeline']} | {r['sent']} | {r['read_back']} | {r['dropped']} | {r['lost']} | "
             f"{r['add_p99_ms']:.2f} / {r['add_max_ms']:.1f} | {r['rss_first_10s_mib']:.0f} / {r['rss_peak_mib']:.0f} | "
-            f"{r['uss_peak_mib']:.0f} | {r['disk_peak_mib']:.0f} | {r['shm_peak_mib']:.0f} | {r['drained_s']} |"
+            f"{r['private_peak_mib']:.0f} | {r['disk_peak_mib']:.0f} | {r['shm_peak_mib']:.0f} | {r['drained_s']} |"
         )
     if args.offline_frames:
         print("\n| cameras | frames | streamenc block (fps) | one process, PyAV (fps) | speed-up |")

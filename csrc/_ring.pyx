@@ -59,18 +59,24 @@ cdef class RingCore:
             self._base = NULL
             self._hdr = NULL
 
-    cdef char *_slot(self, uint64_t index) except NULL:
+    cdef se_header *_h(self) except NULL:
+        """The header; every entry point goes through here, so a released core raises
+        instead of dereferencing NULL (a segfault)."""
         if self._hdr == NULL:
-            raise ValueError("ring core is released")
-        return self._base + self._hdr.slot_offset + (index % self._hdr.slots) * self._hdr.slot_stride
+            raise RuntimeError("ring core is released (the ring was closed)")
+        return self._hdr
+
+    cdef char *_slot(self, uint64_t index) except NULL:
+        cdef se_header *h = self._h()
+        return self._base + h.slot_offset + (index % h.slots) * h.slot_stride
 
     def init(self, tuple shape, bytes dtype, Py_ssize_t payload_bytes, Py_ssize_t slots,
              Py_ssize_t slot_offset, Py_ssize_t slot_stride, long long pid, unsigned long long start):
         """Write a fresh header and touch every page, so that put() never takes a page fault."""
+        cdef se_header *h = self._h()
         cdef Py_ssize_t n = self.size
         with nogil:
             memset(self._base, 0, n)
-        h = self._hdr
         h.version = SE_VERSION
         h.header_bytes = sizeof(se_header)
         h.slots = slots
@@ -87,9 +93,7 @@ cdef class RingCore:
 
     def header(self):
         """The header as a dict (geometry, pids, flags, cursors)."""
-        h = self._hdr
-        if h == NULL:
-            raise ValueError("ring core is released")
+        cdef se_header *h = self._h()
         return {
             "magic": h.magic, "version": h.version, "header_bytes": h.header_bytes,
             "slots": h.slots, "shape": tuple(h.shape[i] for i in range(min(<int>h.ndim, SE_MAX_DIMS))),
@@ -103,53 +107,59 @@ cdef class RingCore:
 
     # -- peers --------------------------------------------------------------
     def set_consumer(self, long long pid, unsigned long long start):
-        self._hdr.consumer_pid = pid
-        self._hdr.consumer_start = start
-        self._hdr.consumer_closed = 0
+        cdef se_header *h = self._h()
+        h.consumer_pid = pid
+        h.consumer_start = start
+        h.consumer_closed = 0
 
     def mark_closed(self, bint producer):
+        cdef se_header *h = self._h()
         if producer:
-            self._hdr.producer_closed = 1
+            h.producer_closed = 1
         else:
-            self._hdr.consumer_closed = 1
+            h.consumer_closed = 1
 
     @property
     def producer(self):
-        return (self._hdr.producer_pid, self._hdr.producer_start, bool(self._hdr.producer_closed))
+        cdef se_header *h = self._h()
+        return (h.producer_pid, h.producer_start, bool(h.producer_closed))
 
     @property
     def consumer(self):
-        return (self._hdr.consumer_pid, self._hdr.consumer_start, bool(self._hdr.consumer_closed))
+        cdef se_header *h = self._h()
+        return (h.consumer_pid, h.consumer_start, bool(h.consumer_closed))
 
     # -- cursors ------------------------------------------------------------
     @property
     def head(self):
-        return se_load(&self._hdr.head)
+        return se_load(&self._h().head)
 
     @property
     def read(self):
-        return se_load(&self._hdr.read)
+        return se_load(&self._h().read)
 
     @property
     def tail(self):
-        return se_load(&self._hdr.tail)
+        return se_load(&self._h().tail)
 
     def set_read(self, uint64_t v):
-        se_store(&self._hdr.read, v)
+        se_store(&self._h().read, v)
 
     def set_tail(self, uint64_t v):
-        se_store(&self._hdr.tail, v)
+        se_store(&self._h().tail, v)
 
     # -- users' counters ---------------------------------------------------------
     def counter(self, bint producer, int i):
+        cdef se_header *h = self._h()
         if not 0 <= i < SE_COUNTERS:
             raise IndexError(i)
-        return se_load(&self._hdr.producer_counters[i] if producer else &self._hdr.consumer_counters[i])
+        return se_load(&h.producer_counters[i] if producer else &h.consumer_counters[i])
 
     def set_counter(self, bint producer, int i, uint64_t v):
+        cdef se_header *h = self._h()
         if not 0 <= i < SE_COUNTERS:
             raise IndexError(i)
-        se_store(&self._hdr.producer_counters[i] if producer else &self._hdr.consumer_counters[i], v)
+        se_store(&h.producer_counters[i] if producer else &h.consumer_counters[i], v)
 
     # -- slots --------------------------------------------------------------
     def payload_offset(self, uint64_t seq):
@@ -159,12 +169,13 @@ cdef class RingCore:
     def write(self, object frame, int64_t timestamp_ns, int64_t episode, int64_t frame_index):
         """Copy frame into the slot at head, without the GIL, then commit. Returns its seq."""
         cdef Py_buffer src
-        cdef uint64_t seq = se_load(&self._hdr.head)
+        cdef se_header *h = self._h()
+        cdef uint64_t seq = se_load(&h.head)
         cdef char *dst = self._slot(seq)
         PyObject_GetBuffer(frame, &src, PyBUF_C_CONTIGUOUS)
         try:
-            if <uint64_t>src.len != self._hdr.payload_bytes:
-                raise ValueError(f"frame has {src.len} bytes, slot holds {self._hdr.payload_bytes}")
+            if <uint64_t>src.len != h.payload_bytes:
+                raise ValueError(f"frame has {src.len} bytes, slot holds {h.payload_bytes}")
             with nogil:
                 memcpy(dst + SE_SLOT_HEADER, src.buf, src.len)
         finally:
@@ -173,7 +184,7 @@ cdef class RingCore:
 
     def commit(self, int64_t timestamp_ns, int64_t episode, int64_t frame_index):
         """Commit the slot at head, whose payload was written in place (reserve)."""
-        cdef uint64_t seq = se_load(&self._hdr.head)
+        cdef uint64_t seq = se_load(&self._h().head)
         return self._commit(self._slot(seq), seq, timestamp_ns, episode, frame_index)
 
     cdef uint64_t _commit(self, char *dst, uint64_t seq, int64_t ts, int64_t ep, int64_t fi):
@@ -182,7 +193,7 @@ cdef class RingCore:
         s.timestamp_ns = ts
         s.episode = ep
         s.frame_index = fi
-        se_store(&self._hdr.head, seq + 1)
+        se_store(&self._hdr.head, seq + 1)  # callers went through _h() or _slot() already
         return seq
 
     def meta(self, uint64_t seq):

@@ -1,7 +1,7 @@
 """streamenc: record robot camera frames straight to video through shared memory."""
 
+from ._version import __version__
 from .codecs import EncoderConfig, EncoderInfo, probe
-from .encoder import EpisodeVideo
 from .errors import (
     ConfigError,
     DiskFull,
@@ -9,14 +9,16 @@ from .errors import (
     EncoderUnavailable,
     FrameError,
     PeerDied,
+    RingError,
     RingTimeout,
     ShmTooSmall,
+    SpillError,
+    StateError,
     StreamencError,
+    WriteError,
 )
-from .recorder import CameraHealth, Recorder
+from .recorder import CameraHealth, EpisodeVideo, Recorder
 from .ring import FrameRing, Slot
-
-__version__ = "0.1.0"
 
 __all__ = [
     "FrameRing",
@@ -30,10 +32,15 @@ __all__ = [
     "StreamencError",
     "FrameError",
     "ConfigError",
+    "StateError",
     "RingTimeout",
     "PeerDied",
+    "RingError",
     "ShmTooSmall",
     "EncoderUnavailable",
     "EncoderError",
+    "WriteError",
     "DiskFull",
+    "SpillError",
+    "__version__",
 ]

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import StreamencError
+from .errors import ConfigError, StreamencError
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -126,7 +126,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .synthetic import Pacer, SyntheticCamera
 
     if not args.synthetic:
-        raise StreamencError("only synthetic cameras can be recorded from the command line: add --synthetic")
+        raise ConfigError("only synthetic cameras can be recorded from the command line: add --synthetic")
     w, h = _size(args.size)
     names = [f"cam{i}" for i in range(args.cameras)]
     cams = {n: SyntheticCamera(h, w, seed=i) for i, n in enumerate(names)}
@@ -166,7 +166,7 @@ def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise StreamencError(f"--size must be WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+        raise ConfigError(f"--size must be WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
     return w, h
 
 
@@ -194,12 +194,14 @@ def _list(kind):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .harness import PIPELINES, MemoryCgroup, plan, sweep
-    from .report import verdict
+    from .bench.harness import sweep
+    from .bench.memory import MemoryCgroup
+    from .bench.report import verdict
+    from .bench.runs import PIPELINES, plan
 
     bad = set(args.pipelines or []) - set(PIPELINES)
     if bad:
-        raise StreamencError(f"unknown pipelines {sorted(bad)}; known: {', '.join(PIPELINES)}")
+        raise ConfigError(f"unknown pipelines {sorted(bad)}; known: {', '.join(PIPELINES)}")
     common = {
         k: v
         for k, v in (
@@ -215,13 +217,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if v is not None
     }
     if args.video and not Path(args.video).is_file():
-        raise StreamencError(f"--video {args.video}: no such file")
+        raise ConfigError(f"--video {args.video}: no such file")
     if args.memory_limit:
         MemoryCgroup(args.memory_limit).remove()  # fail now, not after the first runs
     try:
         runs = plan(args.quick, args.pipelines, args.cameras, args.sizes, args.codecs, args.pressure, **common)
     except ValueError as e:
-        raise StreamencError(str(e)) from None
+        raise ConfigError(str(e)) from None
     lines = sweep(runs, Path(args.out))
     for line in lines:
         print(f"{line['config']:32s} {line['pipeline']:10s} {verdict(line)}")

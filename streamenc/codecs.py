@@ -186,6 +186,28 @@ class EncoderInfo:
     realtime: bool = False
 
 
+# What FFmpeg says when NVENC cannot open, and what it means for the user, first match wins.
+_CAUSES = (
+    ("libcuda.so", "no NVIDIA driver here (libcuda.so.1 cannot be loaded); NVENC needs an NVIDIA GPU and its driver"),
+    ("libnvidia-encode", "the NVIDIA driver has no NVENC library (libnvidia-encode.so.1): install the full driver"),
+    ("no capable devices", "this GPU has no NVENC encoder (e.g. H100, H200, A100); use libsvtav1 or libx264"),
+    ("unsupported device", "this GPU has no NVENC encoder (e.g. H100, H200, A100); use libsvtav1 or libx264"),
+    ("no nvenc capable", "this GPU has no NVENC encoder (e.g. H100, H200, A100); use libsvtav1 or libx264"),
+    ("required nvenc api version", "the NVIDIA driver is older than this FFmpeg's NVENC needs: update the driver"),
+    ("incompatible client key", "the GPU's NVENC session limit is reached (consumer cards allow a few at once)"),
+    ("out of memory", "NVENC could not open a session: the session limit, or GPU memory, is used up"),
+    ("cuda_error_no_device", "no CUDA device is visible (CUDA_VISIBLE_DEVICES, or a container without --gpus)"),
+    ("no cuda-capable device", "no CUDA device is visible (CUDA_VISIBLE_DEVICES, or a container without --gpus)"),
+)
+
+
+def rejection_cause(text: str) -> str:
+    """The cause of an encoder's rejection in words a user can act on, from FFmpeg's log
+    text (the exception alone says only "Operation not permitted"); "" if not known."""
+    low = text.lower()
+    return next((cause for key, cause in _CAUSES if key in low), "")
+
+
 _lock = threading.Lock()
 _cache: dict[tuple, EncoderInfo] = {}
 _logged: set[tuple] = set()
@@ -218,10 +240,11 @@ def _try_open(vcodec: str, cfg: EncoderConfig) -> EncoderInfo:
                 return EncoderInfo(vcodec, False, "opened but produced no packet for one frame", realtime)
         except Exception as e:
             text = "; ".join(m.strip() for _, _, m in logs if m.strip())
-            reason = f"{type(e).__name__}: {e}"
-            if text and text not in reason:
-                reason += f" | ffmpeg: {text}"
-            return EncoderInfo(vcodec, False, reason, realtime)
+            detail = f"{type(e).__name__}: {e}"
+            if text and text not in detail:
+                detail += f" | ffmpeg: {text}"
+            cause = rejection_cause(f"{text} {e}")
+            return EncoderInfo(vcodec, False, f"{cause} ({detail})" if cause else detail, realtime)
         finally:
             av.logging.set_level(level)
     return EncoderInfo(vcodec, True, "opened a session and encoded a frame", realtime)

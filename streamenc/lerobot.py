@@ -25,7 +25,7 @@ import numpy as np
 
 from . import frames as framelib
 from .codecs import NVENC, EncoderConfig, probe
-from .errors import ConfigError, ShmTooSmall, StreamencError
+from .errors import ConfigError, ShmTooSmall, StateError
 from .recorder import Recorder
 
 log = logging.getLogger("streamenc")
@@ -129,7 +129,7 @@ class StreamencVideoEncoder:
         if self.active:
             self.cancel_episode()
         if set(video_keys) != set(self.keys):
-            raise StreamencError(f"video keys {sorted(video_keys)} differ from those installed {sorted(self.keys)}")
+            raise ConfigError(f"video keys {sorted(video_keys)} differ from those installed {sorted(self.keys)}")
         if self.recorder is None:
             self.recorder = self._start()
         dirs = {key: Path(tempfile.mkdtemp(dir=temp_dir)) for key in video_keys}
@@ -152,9 +152,9 @@ class StreamencVideoEncoder:
 
     def feed_frame(self, video_key: str, image: Any) -> None:
         if not self.active or self.recorder is None:
-            raise StreamencError("no episode is active: LeRobot's add_frame starts one at frame 0")
+            raise StateError("no episode is active: LeRobot's add_frame starts one at frame 0")
         if video_key not in self.keys:
-            raise StreamencError(f"unknown video key {video_key!r}; installed {sorted(self.keys)}")
+            raise ConfigError(f"unknown video key {video_key!r}; installed {sorted(self.keys)}")
         self.recorder.add_camera_frame(self.keys[video_key], image)
 
     def seal(self) -> None:
@@ -167,7 +167,7 @@ class StreamencVideoEncoder:
         """Every frame encoded and each camera's MP4 closed (parts of a crash-recovered
         episode already joined), with stats in the raw 0-255, shape (3,) form LeRobot wants."""
         if not self.active or self.recorder is None:
-            raise StreamencError("no episode is active")
+            raise StateError("no episode is active")
         self._dirs = {}
         videos = self.recorder.end_episode()
         out = {}

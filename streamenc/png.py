@@ -8,6 +8,7 @@ raised at ``end_episode()``, never only printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,7 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import StreamencError, disk_full_guard
+from .errors import StreamencError, WriteError, disk_full_guard
+from .frames import as_uint8
 from .stats import EpisodeStats
 
 
@@ -49,8 +51,11 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-class PngWriter:
-    """Writes each camera's frames as PNGs through a bounded pool; collects the first error."""
+class PngBackend:
+    """The Recorder's PNG backend: each camera's frames as PNGs through a bounded pool, in
+    LeRobot's layout; the first error is raised at the episode's end."""
+
+    codec = "png"
 
     def __init__(
         self, root: Path, cameras: dict[str, tuple[int, int, int]], threads: int = 4, max_pending: int = 256
@@ -66,21 +71,65 @@ class PngWriter:
         self.written = dict.fromkeys(cameras, 0)
         self.write = write_file  # the one place a test injects a writer fault
 
-    def start_episode(self, episode: int) -> None:
+    # -- the Backend interface ------------------------------------------------------------
+    def existing(self, episode: int, videos: dict[str, Path]) -> list[Path]:
+        dirs = [episode_dir(self.root, c, episode) for c in self.cameras]
+        return [d for d in dirs if d.is_dir() and any(d.iterdir())]
+
+    def start(self, episode: int, videos: dict[str, Path]) -> None:
         for camera in self.cameras:
             episode_dir(self.root, camera, episode).mkdir(parents=True, exist_ok=True)
             self._stats[camera].reset()
             self.written[camera] = 0
 
-    def submit(self, camera: str, episode: int, index: int, frame: np.ndarray) -> None:
-        """Queue one frame; waits when max_pending frames are already queued."""
+    def check(self, cameras) -> None:
+        """Write errors are raised at the episode's end, with all of them counted."""
+
+    def put(self, camera: str, frame: np.ndarray, ts: int, episode: int, index: int) -> None:
+        """Queue one frame (any HWC view: it is copied now, the caller may reuse its buffer);
+        waits when max_pending frames are already queued."""
         self._slots.acquire()
-        own = np.array(frame, copy=True)  # the caller may reuse its buffer at once
+        own = as_uint8(frame) if frame.dtype != np.uint8 or not frame.flags.c_contiguous else frame.copy()
         fut = self._pool.submit(self._write_one, camera, frame_path(self.root, camera, episode, index), own)
         with self._lock:
             self._pending.add(fut)
         fut.add_done_callback(self._done)
 
+    def seal(self, episode: int) -> None:
+        """Nothing to flush ahead: every frame is written as it comes."""
+
+    def end(self, episode: int) -> dict:
+        from .recorder import EpisodeVideo
+
+        self.wait()
+        return {
+            cam: EpisodeVideo(
+                episode_dir(self.root, cam, episode), self.written[cam], "png", self._stats[cam].lerobot()
+            )
+            for cam in self.cameras
+        }
+
+    def cancel(self, episode: int, sealed: bool) -> None:
+        with contextlib.suppress(StreamencError):
+            self.wait()
+        for cam in self.cameras:
+            remove_episode(self.root, cam, episode)
+
+    def health(self) -> dict:
+        from .recorder import CameraHealth
+
+        with self._lock:
+            queued = len(self._pending)
+        return {c: CameraHealth(os.getpid(), queued, 0, self.written[c], 0, "png writer threads") for c in self.cameras}
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return dict.fromkeys(self.cameras, 0)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- the pool -------------------------------------------------------------------------
     def _write_one(self, camera: str, path: Path, frame: np.ndarray) -> None:
         data = encode_png(frame)
         with disk_full_guard(path, len(data)):
@@ -96,11 +145,6 @@ class PngWriter:
                 self._errors.append(fut.exception())
         self._slots.release()
 
-    @property
-    def queued(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
     def wait(self) -> None:
         """Wait for every queued write; raise the first error (DiskFull for ENOSPC)."""
         with self._lock:
@@ -113,15 +157,10 @@ class PngWriter:
             first = errors[0]
             if isinstance(first, StreamencError):
                 raise first
-            raise StreamencError(
-                f"{len(errors)} PNG write(s) failed; first: {type(first).__name__}: {first}"
+            raise WriteError(
+                getattr(first, "errno", None),
+                f"{len(errors)} PNG write(s) failed; first: {type(first).__name__}: {first}",
             ) from first
-
-    def stats(self, camera: str) -> dict | None:
-        return self._stats[camera].lerobot()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 def remove_episode(root: Path, camera: str, episode: int) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import posix_ipc
 
 from . import _ring
-from .errors import FrameError, PeerDied, RingTimeout, ShmTooSmall, StreamencError
+from .errors import ConfigError, FrameError, PeerDied, RingError, RingTimeout, ShmTooSmall, StateError
 
 SHM_DIR = "/dev/shm"
 PREFIX = "streamenc-"
@@ -169,11 +169,11 @@ class FrameRing:
         shape = tuple(int(d) for d in shape)
         dt = np.dtype(dtype)
         if not 1 <= len(shape) <= _ring.MAX_DIMS or any(d <= 0 for d in shape):
-            raise FrameError(f"shape must have 1..{_ring.MAX_DIMS} positive dims, got {shape}")
+            raise ConfigError(f"shape must have 1..{_ring.MAX_DIMS} positive dims, got {shape}")
         if dt.hasobject or dt.itemsize == 0:
-            raise FrameError(f"dtype {dt} cannot live in shared memory")
+            raise ConfigError(f"dtype {dt} cannot live in shared memory")
         if int(slots) < 1:
-            raise StreamencError(f"slots must be >= 1, got {slots}")
+            raise ConfigError(f"slots must be >= 1, got {slots}")
         slots = int(slots)
         payload = int(np.prod(shape)) * dt.itemsize
         offset, stride, total = _ring.layout(payload, slots)
@@ -213,14 +213,14 @@ class FrameRing:
         resumes at the first slot not yet released."""
         name = name.lstrip("/")
         if not name.startswith(PREFIX):
-            raise StreamencError(f"{name!r} is not a streamenc ring name")
+            raise RingError(f"{name!r} is not a streamenc ring name")
         try:
             shm = posix_ipc.SharedMemory("/" + name)
         except posix_ipc.ExistentialError:
-            raise StreamencError(f"no ring named {name!r} in {SHM_DIR}") from None
+            raise RingError(f"no ring named {name!r} in {SHM_DIR}") from None
         try:
             if shm.size < _ring.PAGE:
-                raise StreamencError(f"{name!r} is {shm.size} bytes: not a streamenc ring")
+                raise RingError(f"{name!r} is {shm.size} bytes: not a streamenc ring")
             mm = mmap.mmap(shm.fd, shm.size, flags=_MAP_FLAGS)
         finally:
             shm.close_fd()
@@ -228,20 +228,20 @@ class FrameRing:
         try:
             h = core.header()
             if h["magic"] != _ring.MAGIC:
-                raise StreamencError(f"{name!r} is not a streamenc ring (bad magic {h['magic']:#x})")
+                raise RingError(f"{name!r} is not a streamenc ring (bad magic {h['magic']:#x})")
             if h["version"] != _ring.VERSION:
-                raise StreamencError(
+                raise RingError(
                     f"{name!r} has ring layout version {h['version']}, this streamenc reads {_ring.VERSION}"
                 )
             if h["slot_offset"] + h["slot_stride"] * h["slots"] > len(mm):
-                raise StreamencError(f"{name!r} is shorter than its header says")
+                raise RingError(f"{name!r} is shorter than its header says")
             if (
                 h["consumer_pid"]
                 and not h["consumer_closed"]
                 and h["consumer_pid"] != os.getpid()
                 and pid_alive(h["consumer_pid"], h["consumer_start"])
             ):
-                raise StreamencError(f"ring {name!r} already has a live consumer, pid {h['consumer_pid']}")
+                raise RingError(f"ring {name!r} already has a live consumer, pid {h['consumer_pid']}")
             core.set_consumer(os.getpid(), proc_start(os.getpid()))
         finally:
             core.release()
@@ -250,7 +250,7 @@ class FrameRing:
             free_sem, filled_sem = posix_ipc.Semaphore(free_name), posix_ipc.Semaphore(filled_name)
         except posix_ipc.ExistentialError:
             mm.close()
-            raise StreamencError(f"ring {name!r} has lost its semaphores (was it unlinked?)") from None
+            raise RingError(f"ring {name!r} has lost its semaphores (was it unlinked?)") from None
         return cls(name, shm, mm, free_sem, filled_sem, producer=False)
 
     # -- properties -------------------------------------------------------------
@@ -266,11 +266,13 @@ class FrameRing:
     @property
     def head(self) -> int:
         """Frames committed so far: the seq the next put gets."""
+        self._check_open()
         return self._core.head
 
     @property
     def tail(self) -> int:
         """Frames released by the consumer so far."""
+        self._check_open()
         return self._core.tail
 
     @property
@@ -300,7 +302,7 @@ class FrameRing:
         """Store a shared counter. Each side stores only its own."""
         self._check_open()
         if (side == "producer") != self.is_producer:
-            raise StreamencError(f"the {'producer' if self.is_producer else 'consumer'} cannot store {side} counters")
+            raise StateError(f"the {'producer' if self.is_producer else 'consumer'} cannot store {side} counters")
         self._core.set_counter(side == "producer", i, value)
 
     def header(self) -> dict:
@@ -379,7 +381,7 @@ class FrameRing:
         """
         self._check_open()
         if self.is_producer:
-            raise StreamencError("get() is for the consumer; attach to the ring by name")
+            raise StateError("get() is for the consumer; attach to the ring by name")
         if self._credit > 0:
             self._credit -= 1
         else:
@@ -400,7 +402,7 @@ class FrameRing:
             return
         tail = self._core.tail
         if seq < tail or seq >= self._next:
-            raise StreamencError(f"seq {seq} is not held (held: {tail}..{self._next - 1})")
+            raise StateError(f"seq {seq} is not held (held: {tail}..{self._next - 1})")
         self._released.add(seq)
         freed = 0
         while tail in self._released:
@@ -456,12 +458,12 @@ class FrameRing:
     # -- teardown ---------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
-            raise StreamencError(f"ring {self._name} is closed")
+            raise StateError(f"ring {self._name} is closed")
 
     def _check_producer(self) -> None:
         self._check_open()
         if not self.is_producer:
-            raise StreamencError("put()/reserve() are for the producer that created the ring")
+            raise StateError("put()/reserve() are for the producer that created the ring")
 
     def close(self) -> None:
         """Tell the peer we are gone and unmap. Idempotent. Views still alive keep the

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DiskFull, StreamencError
+from .errors import DiskFull, SpillError, is_disk_full
 from .frames import write as write_frame
 from .ring import SPILL_BASE as BASE
 from .ring import SPILL_DONE as DONE
@@ -173,7 +173,7 @@ class SpillWriter:
                 with self._file_lock:
                     self._write(j, episode, index, ts, buf)
             except OSError as e:
-                self.error = DiskFull(str(self.path), self.rec) if e.errno in (errno.ENOSPC, errno.EDQUOT) else e
+                self.error = DiskFull(str(self.path), self.rec) if is_disk_full(e) else e
                 return
             self._queue.popleft()
             self._free.append(buf)
@@ -283,7 +283,7 @@ class SpillReader:
         raw = os.pread(self._fd, REC_HEADER, self._offset(self.next))
         magic, _, episode, index, _, j = _REC.unpack_from(raw)
         if magic != REC_MAGIC or j != self.next:
-            raise StreamencError(f"spill {self.path}: record {self.next} is damaged")
+            raise SpillError(f"spill {self.path}: record {self.next} is damaged")
         return episode, index
 
     def _offset(self, j: int) -> int:
@@ -294,7 +294,7 @@ class SpillReader:
         j = self.next
         n = os.preadv(self._fd, [self._head, self.buf], self._offset(j))  # one syscall, straight into buf
         if n != self.rec:
-            raise StreamencError(f"spill {self.path}: record {j} is short ({n} of {self.rec} bytes)")
+            raise SpillError(f"spill {self.path}: record {j} is short ({n} of {self.rec} bytes)")
         _, _, episode, index, ts, _ = _REC.unpack_from(self._head)
         self.next = j + 1
         self.ring.set_counter("consumer", READ, self.next)
@@ -331,10 +331,10 @@ def read_records(path: Path):
 def _file_header(path: Path, head: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
     """(frame shape, dtype, record size) from a spill file's header."""
     if len(head) < FILE_HEADER:
-        raise StreamencError(f"{path} is not a streamenc spill file")
+        raise SpillError(f"{path} is not a streamenc spill file")
     magic, _, ndim, dtype, *rest = _FILE.unpack_from(head)
     if magic != FILE_MAGIC:
-        raise StreamencError(f"{path} is not a streamenc spill file")
+        raise SpillError(f"{path} is not a streamenc spill file")
     return tuple(rest[:ndim]), np.dtype(dtype.rstrip(b"\0").decode()), rest[4]
 
 
@@ -360,7 +360,7 @@ def stale_spills(roots: list[Path], live_rings: set[str], depth: int = 3) -> lis
                     path = Path(dirpath) / name
                     try:
                         frames = record_count(path)
-                    except (StreamencError, OSError, ValueError):
+                    except (OSError, ValueError):
                         frames = 0
                     out.append((path, frames))
     return sorted(out)

@@ -13,8 +13,12 @@ import subprocess
 import psutil
 import pytest
 
+import streamenc
 from streamenc import sched
 from streamenc.ring import _unlink_all
+
+if os.environ.get("STREAMENC_TEST_INSTALLED") and "site-packages" not in streamenc.__file__:
+    raise RuntimeError(f"testing the installed package, but streamenc was imported from {streamenc.__file__}")
 
 
 def _ours(child: psutil.Process) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,21 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error, streamenc
 
 from streamenc.verify import check
-
-
-def streamenc(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "streamenc", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    assert text in result.stderr, result.stderr
 
 
 def test_probe_lists_encoders_and_shm():
@@ -113,6 +100,32 @@ def test_clean_lists_then_removes_a_planted_stale_segment_and_spill_file(tmp_pat
     assert not segment.exists() and not spill.exists()
     again = json.loads(streamenc("clean", "--json", str(tmp_path)).stdout)
     assert name not in again["entries"] and again["spill_files"] == []
+
+
+WITHOUT_BENCH_EXTRA = textwrap.dedent(
+    """
+    import sys
+    class NotInstalled:  # as if the bench extra (matplotlib, psutil) had not been installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("matplotlib", "psutil"):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+    sys.meta_path.insert(0, NotInstalled())
+    from streamenc.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_bench_without_the_bench_extra_says_what_to_install_in_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_BENCH_EXTRA, "bench", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    one_line_error(out, 2, "the benchmark harness needs psutil, matplotlib: pip install 'streamenc[bench]'")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results.jsonl").exists()
 
 
 def test_clean_bad_argument():

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from streamenc import ConfigError, EncoderConfig, EncoderUnavailable, probe
-from streamenc.codecs import codec_options, input_format, select
+from streamenc.codecs import codec_options, input_format, rejection_cause, select
 
 
 def test_defaults_are_lerobots():
@@ -92,6 +92,19 @@ def test_without_nvidia_nvenc_is_rejected_with_ffmpegs_reason_and_auto_picks_svt
     assert select(EncoderConfig(vcodec="auto")) == "libsvtav1"
     with pytest.raises(EncoderUnavailable, match=r"h264_nvenc cannot be used here: .*Usable: libsvtav1, libx264"):
         select(EncoderConfig(vcodec="h264_nvenc"))
+
+
+def test_a_rejection_leads_with_its_cause_in_words_a_user_can_act_on():
+    for name, info in {r.name: r for r in probe()}.items():
+        if "Cannot load libcuda.so.1" in info.reason:  # no NVIDIA driver: CI, and most laptops
+            assert info.reason.startswith("no NVIDIA driver here"), (name, info.reason)
+            assert "ffmpeg" in info.reason.lower() or "libcuda" in info.reason  # FFmpeg's own words follow
+    assert rejection_cause("[h264_nvenc] OpenEncodeSessionEx failed: unsupported device (2)").startswith(
+        "this GPU has no NVENC"
+    )
+    assert "session limit" in rejection_cause("OpenEncodeSessionEx failed: incompatible client key (21)")
+    assert "older than" in rejection_cause("Driver does not support the required nvenc API version. Required: 12.1")
+    assert rejection_cause("something new") == ""
 
 
 def test_named_usable_codec_is_taken_as_is():

@@ -16,12 +16,16 @@ import time
 
 import psutil
 import pytest
+from helpers import wait_for
 
-from streamenc import EncoderConfig, Recorder
-from streamenc import recorder as recmod
+from streamenc import EncoderConfig, EncoderError, Recorder
 from streamenc import ring as ringmod
+from streamenc import spill as spill_mod
+from streamenc import videos as recmod
 from streamenc.synthetic import SyntheticCamera
 from streamenc.verify import check
+
+pytestmark = pytest.mark.slow
 
 FPS = 30
 
@@ -34,6 +38,13 @@ def _tree_rss(pids: list[int]) -> int:
         except psutil.Error:
             pass
     return total
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_overload_spills_in_order_loses_nothing_and_memory_stays_flat(tmp_path):
@@ -117,12 +128,14 @@ def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tm
         rec.start_episode()
         for i in range(200):
             if i in (60, 130):
+                # every frame so far taken by the encoder (so the first 60 become durable), then kill it
+                wait_for(lambda: rec.health()["a"].queued + rec.health()["a"].spilled == 0, what="encoder caught up")
                 pid = rec.health()["a"].pid
                 os.kill(pid, signal.SIGKILL)
-                time.sleep(1.5)  # let the replacement start and make frames durable
+                wait_for(lambda pid=pid: not psutil.pid_exists(pid) or _zombie(pid), what="the encoder dead")
             rec.add_frame({"a": cam.frame(i)})
             time.sleep(1 / (2 * FPS))
-        with pytest.raises(Exception, match="died 2 times"):
+        with pytest.raises(EncoderError, match="died 2 times"):
             rec.end_episode()
     kept = list((tmp_path / "videos" / "a").glob("episode-000000.mp4*"))
     assert kept, "what was durable must stay on disk"
@@ -174,10 +187,10 @@ def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
     out = subprocess.run([sys.executable, "-m", "streamenc", "clean"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "removed /dev/shm/streamenc-" in out.stdout
+    left = [e for e in os.listdir("/dev/shm") if e.startswith("streamenc-") and ringmod._segment_owner(e)]
+    assert not [e for e in left if ringmod._segment_owner(e)[0] == proc.pid], "the dead recorder's ring is there"
     assert not [
-        e
-        for e in os.listdir("/dev/shm")
-        if e.split(".")[-1].startswith("streamenc-") and not psutil.pid_exists(os.getpid())
+        e for e in os.listdir("/dev/shm") if e.startswith("sem.streamenc-") and e[4:].rsplit("-", 1)[0] not in left
     ]
 
 
@@ -236,7 +249,7 @@ def test_short_dev_shm_gives_fewer_slots_with_a_warning(tmp_path, monkeypatch, c
     cam = SyntheticCamera(240, 320)
     with caplog.at_level(logging.WARNING, logger="streamenc"):
         with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}) as rec:
-            slots = rec._cams["a"].ring.slots
+            slots = rec._backend._cams["a"].ring.slots
             rec.start_episode()
             for i in range(60):
                 rec.add_frame({"a": cam.frame(i)})
@@ -252,7 +265,7 @@ def test_drop_policy_counts_exactly_what_it_dropped(tmp_path):
         rec.start_episode()
         for i in range(20):
             rec.add_frame({"a": cam.frame(i)})
-        time.sleep(1.0)
+        wait_for(lambda: rec.health()["a"].queued == 0, what="the encoder took the first 20 frames")
         pid = rec.health()["a"].pid
         os.kill(pid, signal.SIGSTOP)  # a stalled encoder: the ring fills for real
         try:
@@ -260,7 +273,7 @@ def test_drop_policy_counts_exactly_what_it_dropped(tmp_path):
                 rec.add_frame({"a": cam.frame(i)})
         finally:
             os.kill(pid, signal.SIGCONT)
-        time.sleep(0.5)
+        wait_for(lambda: rec.health()["a"].queued == 0, what="the encoder caught up after SIGCONT")
         for i in range(80, 100):
             rec.add_frame({"a": cam.frame(i)})
         dropped = rec.dropped["a"]
@@ -286,3 +299,30 @@ def test_block_policy_feeds_as_fast_as_the_encoder_takes_with_no_spill(tmp_path)
     assert not (tmp_path / ".spill").exists() or not list((tmp_path / ".spill").iterdir())
     c = check(video.path)
     assert c.frames == n and c.in_order(n)
+
+
+def test_a_crash_in_the_encoder_loop_reaches_the_user_with_its_whole_message(tmp_path):
+    """A damaged spill record makes the encoder's serve loop raise; the recorder must report
+    FFmpeg's or Python's whole text, not one character of it."""
+    cam = SyntheticCamera(120, 160)
+    with Recorder(tmp_path, fps=FPS, cameras={"a": (120, 160)}, slots=16) as rec:
+        rec.start_episode()
+        for i in range(10):
+            rec.add_frame({"a": cam.frame(i)})
+        wait_for(lambda: rec.health()["a"].queued == 0, what="the encoder took the first frames")
+        pid = rec.health()["a"].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for i in range(10, 60):  # the ring fills; the rest goes to the spill file
+                rec.add_frame({"a": cam.frame(i)})
+            spill = rec._backend._cams["a"].spill
+            wait_for(lambda: spill.head >= 20, what="spill records written")
+            with open(spill.path, "r+b") as f:  # break the first record's header
+                f.seek(spill_mod.FILE_HEADER)
+                f.write(b"\0" * 8)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with pytest.raises(EncoderError) as err:
+            rec.end_episode()
+    text = str(err.value)
+    assert "damaged" in text and "SpillError" in text and len(text) > 40, text

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import psutil
-from test_cli import streamenc
+import pytest
+from helpers import streamenc
 
-from streamenc import harness
+from streamenc.bench import harness, memory, pipelines, runs
 
 FIELDS = {
     "pipeline", "cameras", "size", "codec", "pressure", "config", "ok", "impl",
@@ -22,6 +23,7 @@ FIELDS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_quick_bench_measures_every_pipeline_and_reads_every_frame_back(tmp_path):
     out = streamenc("bench", "--quick", "--out", str(tmp_path), timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -46,10 +48,10 @@ def test_quick_bench_measures_every_pipeline_and_reads_every_frame_back(tmp_path
 
 
 def test_plan_is_the_product_of_the_axes_given():
-    runs = harness.plan(cameras=[1, 2], sizes=["480p", "720p"], pipelines=["streamenc"], seconds=3)
-    assert [(r.cameras, r.size) for r in runs] == [(1, "480p"), (1, "720p"), (2, "480p"), (2, "720p")]
-    assert all(r.seconds == 3 and r.codec == "libsvtav1" for r in runs)
-    default = harness.plan()
+    todo = runs.plan(cameras=[1, 2], sizes=["480p", "720p"], pipelines=["streamenc"], seconds=3)
+    assert [(r.cameras, r.size) for r in todo] == [(1, "480p"), (1, "720p"), (2, "480p"), (2, "720p")]
+    assert all(r.seconds == 3 and r.codec == "libsvtav1" for r in todo)
+    default = runs.plan()
     configs = {r.config for r in default}
     assert {"1x480p libsvtav1", "4x480p libsvtav1", "2x1080p libsvtav1", "2x480p libx264"} <= configs
     assert "2x480p libsvtav1 pressure 50%" in configs
@@ -57,30 +59,32 @@ def test_plan_is_the_product_of_the_axes_given():
 
 
 def test_scheduling_settings_name_the_configuration_and_reach_the_encoders():
-    run = harness.Run("streamenc", sched="batch", nice=5, cpus=(0,))
+    run = runs.Run("streamenc", sched="batch", nice=5, cpus=(0,))
     assert run.config == "2x480p libsvtav1 sched batch nice 5 cpus 0"
-    assert harness.scheduling(run) == {"sched": "batch", "nice": 5, "cpus": (0,)}
-    assert harness.scheduling(harness.Run("streamenc")) == {}
+    assert runs.scheduling(run) == {"sched": "batch", "nice": 5, "cpus": (0,)}
+    assert runs.scheduling(runs.Run("streamenc")) == {}
 
 
 def test_quick_takes_the_axes_given():
-    runs = harness.plan(quick=True, codecs=["libx264"], pipelines=["png"])
-    assert [(r.cameras, r.size, r.codec, r.seconds) for r in runs] == [(1, "240p", "libx264", 2.0)]
+    todo = runs.plan(quick=True, codecs=["libx264"], pipelines=["png"])
+    assert [(r.cameras, r.size, r.codec, r.seconds) for r in todo] == [(1, "240p", "libx264", 2.0)]
 
 
+@pytest.mark.slow
 def test_models_of_every_pipeline_read_every_frame_back(tmp_path):
     """Without LeRobot (x264 is a codec LeRobot's paths cannot use with our settings) the
     three pipelines are models; each must write every frame it was given."""
-    for pipeline in harness.PIPELINES:
-        run = harness.Run(pipeline, cameras=2, size="240p", codec="libx264", seconds=1)
+    for pipeline in runs.PIPELINES:
+        run = runs.Run(pipeline, cameras=2, size="240p", codec="libx264", seconds=1)
         line = harness.measure(run, tmp_path)
         assert line["ok"], line.get("error")
         assert line["impl"] == "model" and line["sent"] == line["back"] == 60 and line["dropped"] == 0, pipeline
 
 
+@pytest.mark.slow
 def test_a_run_past_its_timeout_is_killed_with_everything_it_started(tmp_path):
     encoders_before = _encoder_pids()
-    run = harness.Run("streamenc", cameras=1, size="240p", codec="libx264", seconds=60)
+    run = runs.Run("streamenc", cameras=1, size="240p", codec="libx264", seconds=60)
     t0 = time.monotonic()
     line = harness.measure(run, tmp_path, timeout=6)
     assert time.monotonic() - t0 < 30
@@ -88,8 +92,9 @@ def test_a_run_past_its_timeout_is_killed_with_everything_it_started(tmp_path):
     assert _encoder_pids() <= encoders_before  # its encoder processes (own sessions) were ended too
 
 
+@pytest.mark.slow
 def test_memory_hog_holds_its_share_and_is_ended():
-    hog = harness._hog(0.02)
+    hog = memory.memory_hog(0.02)
     try:
         want = psutil.virtual_memory().total * 0.01
         deadline = time.monotonic() + 10
@@ -101,8 +106,9 @@ def test_memory_hog_holds_its_share_and_is_ended():
         hog.wait()
 
 
+@pytest.mark.slow
 def test_a_pipeline_that_cannot_run_gives_a_failed_line_not_a_crash(tmp_path):
-    run = harness.Run("streamenc", cameras=1, size="240p", seconds=1, limit_as_mib=64)
+    run = runs.Run("streamenc", cameras=1, size="240p", seconds=1, limit_as_mib=64)
     line = harness.measure(run, Path(tmp_path))
     assert line["ok"] is False and line["error"]
     assert line["config"] == "1x240p libsvtav1 AS<=64MiB"
@@ -121,16 +127,17 @@ def test_frames_from_a_user_video_are_resized_and_differ_per_camera(tmp_path):
             img[:, : 10 * (i + 1)] = 255
             c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         c.mux(s.encode(None))
-    run = harness.Run("streamenc", size="240p", video=str(path))
-    a, b = harness.Source(run, 0), harness.Source(run, 1)
+    run = runs.Run("streamenc", size="240p", video=str(path))
+    a, b = pipelines.Source(run, 0), pipelines.Source(run, 1)
     assert len(a.pool) == 5 and a.frame(0).shape == (240, 320, 3) and a.frame(0).dtype == np.uint8
     assert a.frame(7) is a.frame(2)  # the pool loops
     assert not np.array_equal(a.frame(0), b.frame(0))
 
 
+@pytest.mark.slow
 def test_memory_cgroup_limit_is_applied_or_refused_clearly(tmp_path):
     try:
-        group = harness.MemoryCgroup(64)
+        group = memory.MemoryCgroup(64)
     except OSError as e:  # no writable cgroup here: the CLI says so in one line
         assert "cgroup" in str(e)
         out = streamenc("bench", "--quick", "--memory-limit", "64", "--out", str(tmp_path))
@@ -138,14 +145,10 @@ def test_memory_cgroup_limit_is_applied_or_refused_clearly(tmp_path):
         return
     group.remove()
     encoders_before = _encoder_pids()
-    starved = harness.measure(
-        harness.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=40), tmp_path
-    )
+    starved = harness.measure(runs.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=40), tmp_path)
     assert starved["ok"] is False and "cgroup<=40MiB" in starved["config"]
     assert _encoder_pids() <= encoders_before  # the killed recorder's orphaned encoders were ended too
-    roomy = harness.measure(
-        harness.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=4096), tmp_path
-    )
+    roomy = harness.measure(runs.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=4096), tmp_path)
     assert roomy["ok"] and roomy["back"] == roomy["sent"] == 30
     assert not list(Path(group.path.parent).glob("streamenc-bench-*"))  # every cgroup removed
 

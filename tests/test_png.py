@@ -53,14 +53,14 @@ def test_png_cancel_removes_the_episode(tmp_path):
 def test_injected_write_error_surfaces_at_end_episode(tmp_path, code, error):
     cam = SyntheticCamera(H, W)
     with Recorder(tmp_path, cameras={"a": (H, W)}, png_fallback=True) as rec:
-        real = rec._png.write
+        real = rec._backend.write
 
         def flaky(path, data):
             if path.name == "frame-000003.png":
                 raise OSError(code, "injected", str(path))
             real(path, data)
 
-        rec._png.write = flaky
+        rec._backend.write = flaky
         rec.start_episode()
         for i in range(8):
             rec.add_frame({"a": cam.frame(i)})
@@ -69,7 +69,7 @@ def test_injected_write_error_surfaces_at_end_episode(tmp_path, code, error):
         assert "frame-000003.png" in str(info.value)
         if error is DiskFull:
             assert info.value.needed > 0
-        rec._png.write = real  # the recorder goes on after the error
+        rec._backend.write = real  # the recorder goes on after the error
         rec.start_episode()
         rec.add_frame({"a": cam.frame(0)})
         assert rec.end_episode()["a"].frames == 1

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from helpers import wait_for
 
 from streamenc import EncoderConfig, FrameError, Recorder, StreamencError
 from streamenc.synthetic import SyntheticCamera
@@ -30,13 +31,6 @@ def cams():
 def _record(rec: Recorder, cams: dict, start: int, n: int) -> None:
     for i in range(start, start + n):
         rec.add_frame({name: cam.frame(i) for name, cam in cams.items()})
-
-
-def _wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def _assert_video(path, cam, n, max_error=8.0):
@@ -108,7 +102,7 @@ def test_sealed_episode_refuses_frames_then_ends_or_cancels_cleanly(tmp_path, ca
         _record(rec, cams, 0, 20)
         rec.seal_episode()
         sealed = [tmp_path / "videos" / name / "episode-000001.mp4" for name in cameras]
-        _wait_for(lambda: all(p.exists() for p in sealed))  # the encoders finished it: a paced loop's case
+        wait_for(lambda: all(p.exists() for p in sealed))  # the encoders finished it: a paced loop's case
         rec.cancel_episode()
         for name in cameras:
             assert sorted(os.listdir(tmp_path / "videos" / name)) == ["episode-000000.mp4"]
@@ -217,6 +211,7 @@ SIGINT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["with", "atexit"])
 def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
     proc = subprocess.Popen(
@@ -242,6 +237,7 @@ def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
     assert not [p for p in psutil.process_iter(["cmdline"]) if "streamenc.encoder" in " ".join(p.info["cmdline"] or [])]
 
 
+@pytest.mark.slow
 def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(tmp_path, cams, capfd):
     """The bar appears when end_episode waits more than a second. Its total is the frames
     still waiting for their encoders at that moment, not the episode's length, so it
@@ -250,7 +246,7 @@ def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percen
     with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, slots=64) as rec:
         rec.start_episode()
         _record(rec, {"left": cam}, 0, 100)
-        _wait_for(lambda: rec.health()["left"].queued + rec.health()["left"].spilled == 0)  # not in the bar
+        wait_for(lambda: rec.health()["left"].queued + rec.health()["left"].spilled == 0)  # not in the bar
         pid = rec.health()["left"].pid
         os.kill(pid, signal.SIGSTOP)  # a stalled encoder: the next 40 frames wait in the ring
         try:

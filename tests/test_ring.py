@@ -10,13 +10,23 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from peers import check_consumer, frame_for, idle_consumer, idle_producer
-from streamenc import FrameError, FrameRing, PeerDied, RingTimeout, ShmTooSmall, StreamencError
+from streamenc import (
+    FrameError,
+    FrameRing,
+    PeerDied,
+    RingError,
+    RingTimeout,
+    ShmTooSmall,
+    StateError,
+    StreamencError,
+)
 from streamenc import ring as ringmod
 
 SPAWN = mp.get_context("spawn")
@@ -66,6 +76,35 @@ def test_frames_cross_a_process_in_order_byte_for_byte(shape, count):
         proc.join(10)
         assert proc.exitcode == 0
     finally:
+        ring.close()
+        ring.unlink()
+
+
+def test_frames_cross_threads_in_order_byte_for_byte():
+    """A producer and a consumer thread of one process, with a 4-slot ring so that both
+    block on each other; the copy runs without the GIL, so they really overlap."""
+    count, shape = 600, (96, 128, 3)
+    ring = FrameRing.create(shape, "uint8", slots=4)
+    peer = FrameRing.attach(ring.name)
+    problems: list[str] = []
+
+    def consume() -> None:
+        for i in range(count):
+            with peer.get(timeout=30) as slot:
+                if slot.seq != i or slot.frame_index != i or not np.array_equal(slot.array, frame_for(i, shape)):
+                    problems.append(f"frame {i}: seq {slot.seq} index {slot.frame_index}")
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        for i in range(count):
+            ring.put(frame_for(i, shape), timeout=30, frame_index=i)
+        consumer.join(60)
+        assert not consumer.is_alive()
+        assert problems == []
+        assert ring.head == ring.tail == count
+    finally:
+        peer.close()
         ring.close()
         ring.unlink()
 
@@ -302,10 +341,46 @@ def test_close_and_unlink_are_idempotent_and_final():
     ring.close()
     ring.unlink()
     ring.unlink()
-    with pytest.raises(StreamencError, match="closed"):
+    with pytest.raises(StateError, match="closed"):
         ring.put(frame_for(0, SMALL))
-    with pytest.raises(StreamencError, match="no ring named"):
+    with pytest.raises(RingError, match="no ring named"):
         FrameRing.attach(ring.name)
+
+
+CLOSED = textwrap.dedent(
+    """
+    import sys
+    from streamenc import FrameRing, StateError
+    ring = FrameRing.create((4, 4, 3), "uint8", slots=2)
+    core = ring._core
+    ring.close(); ring.unlink()
+    for name in ("head", "tail", "queued", "unread", "available", "header"):
+        try:
+            attr = getattr(ring, name)
+            attr() if callable(attr) else None
+            sys.exit(f"ring.{name} did not raise")
+        except StateError:
+            pass
+    for call in ("core.head", "core.tail", "core.read", "core.producer", "core.consumer", "core.header()",
+                 "core.meta(0)", "core.payload_offset(0)", "core.commit(0, 0, 0)", "core.set_tail(1)",
+                 "core.counter(True, 0)", "core.set_counter(False, 0, 1)", "core.mark_closed(True)",
+                 "core.set_consumer(1, 1)", "core.write(bytes(48), 0, 0, 0)"):
+        try:
+            eval(call)
+            sys.exit(f"{call} did not raise")
+        except RuntimeError:
+            pass
+    print("ok")
+    """
+)
+
+
+def test_a_closed_ring_raises_and_never_reads_freed_memory():
+    """Reading a closed ring used to dereference a NULL header (exit 139); run in a child so
+    that a crash fails this test instead of the whole session."""
+    out = subprocess.run([sys.executable, "-c", CLOSED], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.strip() == "ok"
 
 
 def test_segment_and_semaphores_are_private(ring):

@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+from helpers import wait_for
 
 from streamenc import ConfigError, EncoderConfig, Recorder, sched
 from streamenc.synthetic import SyntheticCamera
@@ -30,11 +31,8 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
 
 
-def _wait_encoded(rec: Recorder, at_least: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while any(h.encoded < at_least for h in rec.health().values()):
-        assert time.monotonic() < deadline, rec.health()
-        time.sleep(0.02)
+def _wait_encoded(rec: Recorder, at_least: int) -> None:
+    wait_for(lambda: all(h.encoded >= at_least for h in rec.health().values()), what=f"{at_least} frames encoded")
 
 
 def _assert_normal(pid: int, cfg: EncoderConfig) -> None:
@@ -116,6 +114,7 @@ def test_the_probe_leaves_the_calling_thread_as_it_was():
     assert (int(policy), int(nice)) == (os.SCHED_OTHER, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vcodec", ["libsvtav1", "libx264"])
 def test_no_encoder_thread_is_real_time_at_start_new_episode_and_after_kill_9(tmp_path, vcodec):
     cfg = EncoderConfig(vcodec=vcodec)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
+from helpers import wait_for
 
 from streamenc import DiskFull, FrameRing
 from streamenc.ring import SPILL_HEAD, SPILL_READ
@@ -23,13 +23,6 @@ SHAPE = (32, 48, 3)
 
 def _frame(i: int) -> np.ndarray:
     return np.full(SHAPE, i % 251, np.uint8)
-
-
-def _wait(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -65,7 +58,7 @@ def test_append_returns_while_the_disk_hangs_and_everything_lands_in_order(tmp_p
     assert ring.counter("producer", SPILL_HEAD) == 0
     assert w.backlog == 20 and not w.caught_up()
     gate.set()
-    _wait(lambda: ring.counter("producer", SPILL_HEAD) == 20)
+    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 20)
     assert _records(w.path) == [(3, i) for i in range(20)]
     w.close()
     assert not w.path.exists()
@@ -83,7 +76,7 @@ def test_a_used_up_pool_makes_append_wait_for_the_disk_then_go_on(tmp_path, ring
     gate.set()
     fifth.join(10)
     assert not fifth.is_alive()
-    _wait(lambda: ring.counter("producer", SPILL_HEAD) == 5)
+    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 5)
     assert _records(w.path) == [(0, i) for i in range(5)]
     w.close()
 
@@ -102,11 +95,11 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     w.write = disk
     for i in range(3):
         w.append(_frame(i), 1, i, i)
-    _wait(lambda: ring.counter("producer", SPILL_HEAD) == 3)
+    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 3)
     full.set()
     for i in range(3, 6):
         w.append(_frame(i), 1, i, i)
-    _wait(lambda: w.error is not None)
+    wait_for(lambda: w.error is not None)
     with pytest.raises(DiskFull) as err:
         w.append(_frame(6), 1, 6, 6)
     assert err.value.path == str(w.path) and err.value.needed == w.rec
@@ -134,7 +127,7 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     assert w.error is None and w.backlog == 0
     full.clear()
     w.append(_frame(6), 1, 6, 6)  # the disk again, as record 3: no gap
-    _wait(lambda: ring.counter("producer", SPILL_HEAD) == 4)
+    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 4)
     assert _records(w.path)[-1] == (1, 6)
     w.close(keep=True)
     consumer.close()
@@ -145,7 +138,7 @@ def test_float_and_strided_frames_are_converted_into_the_record(tmp_path, ring):
     img = np.random.default_rng(1).integers(0, 256, SHAPE, dtype=np.uint8)
     w.append(img.transpose(2, 0, 1).copy().transpose(1, 2, 0), 0, 0, 0)  # HWC view of CHW memory
     w.append(img.astype(np.float32) / 255.0, 0, 1, 0)
-    _wait(lambda: ring.counter("producer", SPILL_HEAD) == 2)
+    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 2)
     frames = [frame for _, _, _, frame in read_records(w.path)]
     assert np.array_equal(frames[0], img) and np.array_equal(frames[1], img)
     w.close()

@@ -205,7 +205,7 @@ def _lateness_cdf(ok: list[dict], out_dir: Path, colors: dict[str, str]) -> str:
 
 
 def _pixels(size: str) -> tuple[int, int]:
-    from .harness import SIZES
+    from .runs import SIZES
 
     return SIZES[size]
 

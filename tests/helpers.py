@@ -1,0 +1,33 @@
+"""Helpers the test modules share (test modules never import each other)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds: the way tests wait on other processes and threads,
+    instead of sleeping a guessed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.005)
+
+
+def streamenc(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The ``streamenc`` command as a user runs it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "streamenc", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
+    """A user error: the exit code, one line on stderr, no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert text in result.stderr, result.stderr
