@@ -5,10 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXT    := $(VENV)/.ext-built
 LEROBOT := $(VENV)/.lerobot-installed
+# lerobot 0.6.x needs Python >= 3.12: a second venv
+PY312  ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12)
+VENV06 ?= .venv-lerobot06
+LEROBOT06 := $(VENV06)/.installed
 OUT    ?= bench/out
 INSTALLED ?= build/venv-installed
 
-.PHONY: venv lerobot demo test test-fast test-dev dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
+.PHONY: bench-lerobot06 venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -27,6 +31,23 @@ $(LEROBOT): $(STAMP) tests/requirements-lerobot.txt
 	$(BIN)/python -m pip install -q -r tests/requirements-lerobot.txt
 	touch $@
 
+# The real lerobot 0.6.1 on Python 3.12, with streamenc installed editable in it.
+$(LEROBOT06): pyproject.toml setup.py tests/requirements-lerobot06.txt
+	@test -n "$(PY312)" || { echo "make: lerobot 0.6.x needs Python 3.12, which is not installed here:" \
+		"install it (e.g. pyenv install 3.12.1) or run make PY312=/path/to/python3.12" >&2; exit 1; }
+	test -x $(VENV06)/bin/python || $(PY312) -m venv $(VENV06)
+	$(VENV06)/bin/python -m pip install -q --upgrade pip 'setuptools>=77' wheel 'cython>=3.0'
+	$(VENV06)/bin/python -m pip install -q -r tests/requirements-lerobot06.txt
+	$(VENV06)/bin/python -m pip install -q --no-build-isolation -e '.[test,bench]'
+	touch $@
+
+# torchcodec, LeRobot's default video decoder, needs FFmpeg's shared libraries (.ci/run
+# installs them from the distribution's packages: apt-get install ffmpeg).
+check-ffmpeg:
+	@ldconfig -p | grep -q 'libavcodec\.so\.' || { echo "make: FFmpeg's shared libraries are missing;" \
+		"torchcodec (LeRobot's video decoder) needs them: apt-get install ffmpeg (or your distribution's" \
+		"ffmpeg / libavcodec package)" >&2; exit 1; }
+
 # rebuild the Cython core in place whenever its sources change
 $(EXT): $(STAMP) csrc/_ring.pyx csrc/ring_layout.pxd csrc/ring_layout.h
 	$(BIN)/python setup.py -q build_ext --inplace
@@ -34,15 +55,21 @@ $(EXT): $(STAMP) csrc/_ring.pyx csrc/ring_layout.pxd csrc/ring_layout.h
 
 lerobot: $(LEROBOT)
 
+lerobot06: $(LEROBOT06)
+
 demo: venv
 	$(BIN)/python -m streamenc.demo
 
-# Everything: the whole suite in the dev venv (lerobot included), then the unit tests
-# against the built wheel installed in a clean venv.
-test: test-dev test-installed
+# Everything: the whole suite in the dev venv (lerobot 0.4.4), the unit and LeRobot tests
+# on Python 3.12 against lerobot 0.6.1, then the unit tests against the built wheel
+# installed in a clean venv.
+test: test-dev test-lerobot06 test-installed
 
-test-dev: venv $(LEROBOT)
+test-dev: venv $(LEROBOT) check-ffmpeg
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
+
+test-lerobot06: $(LEROBOT06) check-ffmpeg
+	HF_HUB_OFFLINE=1 $(VENV06)/bin/python -m pytest tests -m "lerobot or not slow" -q -p no:cacheprovider
 
 # The unit tests only (no lerobot, no multi-second fault or benchmark runs): under a minute.
 test-fast: venv
@@ -83,6 +110,10 @@ bench-lerobot: venv $(LEROBOT)
 bench-loop: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/loop_bench.py --out $(OUT)/loop
 
+# The same LeRobot benchmark through lerobot 0.6.1 on Python 3.12.
+bench-lerobot06: $(LEROBOT06)
+	HF_HUB_OFFLINE=1 $(VENV06)/bin/python bench/lerobot_bench.py --out $(OUT)/lerobot06
+
 bench-overload: venv
 	mkdir -p $(OUT)
 	$(BIN)/python bench/record_bench.py --json $(OUT)/record.jsonl
@@ -93,5 +124,5 @@ lint: venv
 	$(BIN)/ruff format --check streamenc tests bench setup.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info csrc/_ring.c streamenc/_ring*.so $(OUT) .pytest_cache .benchmarks .hypothesis
+	rm -rf $(VENV) $(VENV06) build dist *.egg-info csrc/_ring.c streamenc/_ring*.so $(OUT) .pytest_cache .benchmarks .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

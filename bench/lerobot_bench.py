@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     todo = runs.plan(cameras=args.cameras, seconds=args.seconds, episodes=args.episodes)
     if not pipelines.uses_lerobot(todo[0]):
-        raise SystemExit("lerobot 0.4.x is not installed here (make lerobot installs it)")
+        raise SystemExit("no supported lerobot here (make lerobot installs 0.4.4, make lerobot06 installs 0.6.1)")
     lines = harness.sweep(todo, args.out)
     failed = [f"{r['config']} {r['pipeline']}: {r['error']}" for r in lines if not r["ok"]]
     if failed:

@@ -26,7 +26,8 @@ log = logging.getLogger("streamenc")
 
 NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 AUTO_ORDER = (*NVENC, "libsvtav1", "libx264")
-KNOWN = frozenset(AUTO_ORDER)
+PROBED = (*AUTO_ORDER, "libx265")  # libx265 only when asked (LeRobot's "hevc"): slow for RGB
+KNOWN = frozenset(PROBED)
 PIX_FMTS = frozenset({"yuv420p", "yuv444p", "yuv420p10le"})
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 PROBE_SIZE = (256, 256)  # NVENC refuses frames narrower than 145 px
@@ -77,7 +78,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if self.vcodec != "auto" and self.vcodec not in KNOWN:
-            raise ConfigError(f"vcodec {self.vcodec!r} is not one of auto, {', '.join(AUTO_ORDER)}")
+            raise ConfigError(f"vcodec {self.vcodec!r} is not one of auto, {', '.join(PROBED)}")
         if self.pix_fmt not in PIX_FMTS:
             raise ConfigError(f"pix_fmt {self.pix_fmt!r} is not one of {sorted(PIX_FMTS)}")
         if not isinstance(self.g, int) or self.g < 1:
@@ -148,6 +149,19 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
             opts["threads"] = str(threads)
         if cfg.fast_decode:
             opts["tune"] = "fastdecode"
+    elif fam == "libx265":
+        preset = "veryfast" if cfg.preset is None else cfg.preset
+        if preset not in X264_PRESETS:
+            raise ConfigError(f"libx265 preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+        if cfg.crf > 51:
+            raise ConfigError(f"libx265 crf must be in 0..51, got {cfg.crf}")
+        params = ["bframes=0", "log-level=error"]  # no B-frames, as for x264; quiet on stderr
+        if threads:
+            params.append(f"pools={threads}")
+        opts.update(crf=str(cfg.crf), preset=str(preset))
+        if cfg.fast_decode:
+            opts["tune"] = "fastdecode"
+        opts["x265-params"] = ":".join(params)
     elif fam == "nvenc":
         preset = 4 if cfg.preset is None else cfg.preset
         if isinstance(preset, str) and preset.startswith("p") and preset[1:].isdigit():
@@ -256,7 +270,7 @@ def probe(config: EncoderConfig | None = None, refresh: bool = False) -> list[En
     quiet_svt()
     out = []
     with _lock:
-        for name in AUTO_ORDER:
+        for name in PROBED:
             try:
                 opts = tuple(sorted(codec_options(cfg, name, threads=1).items()))
             except ConfigError as e:
@@ -275,10 +289,11 @@ def select(config: EncoderConfig) -> str:
     results = probe(config)
     usable = [r.name for r in results if r.usable]
     if config.vcodec == "auto":
-        if not usable:
-            reasons = "; ".join(f"{r.name}: {r.reason}" for r in results)
+        candidates = [name for name in usable if name in AUTO_ORDER]
+        if not candidates:
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in results if r.name in AUTO_ORDER)
             raise EncoderUnavailable(f"no usable video encoder on this machine ({reasons})")
-        choice = usable[0]
+        choice = candidates[0]
     else:
         info = next(r for r in results if r.name == config.vcodec)
         if not info.usable:

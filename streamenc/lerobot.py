@@ -1,21 +1,33 @@
 """LeRobot integration: streamenc in place of LeRobot's image writer and encoders.
 
-LeRobot 0.4.4 has one hook for this, the dataset's ``_streaming_encoder``: add_frame
-hands it each camera frame (``feed_frame``) and save_episode takes one finished MP4
-and raw stats per camera from it (``finish_episode``). ``install`` puts a
+LeRobot's one hook for this is its streaming encoder: ``add_frame`` hands it each
+camera frame (``feed_frame``) and ``save_episode`` takes one finished MP4 and raw
+stats per camera from it (``finish_episode``). ``install`` puts a
 ``StreamencVideoEncoder`` there, so frames go to shared-memory rings and encoder
 processes instead of PNGs, and the record loop never waits for an encoder.
 
     dataset = streamenc.lerobot.install(LeRobotDataset.create(...))
 
-``record`` is ``lerobot-record`` with that one change (console script
-``streamenc-lerobot-record``, same flags).
+The hook moved between LeRobot releases; ``_Seams`` finds it by what the installed
+lerobot has, not by its version string:
+
+- 0.4.x and 0.5.0: ``dataset._streaming_encoder``; codec settings ``dataset.vcodec``;
+- 0.5.1: ``dataset.writer._streaming_encoder`` (a ``DatasetWriter``); ``writer._vcodec``;
+- 0.6.x: the same writer, with ``writer._rgb_encoder`` (an ``RGBEncoderConfig``: vcodec,
+  g, crf, preset, fast_decode, extra_options) that ``info.json`` is written from, and
+  ``start_episode(..., depth_video_keys=...)``.
+
+``record`` / ``rollout`` are ``lerobot-record`` / ``lerobot-rollout`` with that one change
+(console scripts ``streamenc-lerobot-record`` and ``streamenc-lerobot-rollout``, same flags).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.metadata
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,25 +42,147 @@ from .recorder import Recorder
 
 log = logging.getLogger("streamenc")
 
-SUPPORTED = "0.4."  # the hook's contract is read from lerobot 0.4.4
+SUPPORTED = ("0.4.", "0.5.", "0.6.")  # release lines whose hooks this adapter knows
+TESTED = "0.4.4 and 0.6.1"
+UNTESTED_ENV = "STREAMENC_LEROBOT_UNTESTED"  # set to 1 to try a lerobot outside SUPPORTED
 WORK_DIR = ".streamenc"  # spill files, under the dataset root so they share its disk
-# LeRobot's codec names -> ours; hevc, videotoolbox, vaapi and qsv have no streamenc mapping
-_CODECS = {"libsvtav1": "libsvtav1", "h264": "libx264", "auto": "auto", **{n: n for n in NVENC}}
-_CONFIG_FIELDS = set(EncoderConfig.__dataclass_fields__)
+# LeRobot's codec names -> ours. libaom-av1 writes the same format as SVT-AV1, many times
+# slower: SVT-AV1 records it. Hardware names other than NVENC have no streamenc path.
+_TO_OURS = {
+    "libsvtav1": "libsvtav1",
+    "av1": "libsvtav1",
+    "libaom-av1": "libsvtav1",
+    "h264": "libx264",
+    "hevc": "libx265",
+    "auto": "auto",
+    **{n: n for n in NVENC},
+}
+_TO_LEROBOT = {"libsvtav1": "libsvtav1", "libx264": "h264", "libx265": "hevc", "h264_nvenc": "h264_nvenc"}
+_TO_LEROBOT["hevc_nvenc"] = "hevc_nvenc"
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
+_RECORDER_OPTIONS = ("overflow", "slots", "warn_behind_s")
 
 
 def check_version() -> str:
-    """The installed lerobot version; ConfigError when this adapter does not support it."""
+    """The installed lerobot version; ConfigError when this adapter does not know its line."""
     try:
         version = importlib.metadata.version("lerobot")
     except importlib.metadata.PackageNotFoundError:
-        raise ConfigError("lerobot is not installed; streamenc.lerobot needs lerobot 0.4.x (tested: 0.4.4)") from None
-    if not version.startswith(SUPPORTED):
+        raise ConfigError("lerobot is not installed; streamenc.lerobot supports lerobot 0.4.x to 0.6.x") from None
+    if not version.startswith(SUPPORTED) and not os.environ.get(UNTESTED_ENV):
         raise ConfigError(
-            f"lerobot {version} is not supported: streamenc.lerobot uses the streaming-encoder hook of "
-            f"lerobot 0.4.x (tested: 0.4.4). Install lerobot==0.4.4, or record with streamenc.Recorder directly."
+            f"lerobot {version} is not supported: streamenc.lerobot supports lerobot 0.4.x, 0.5.x and 0.6.x "
+            f"(tested: {TESTED}). Install one of those, record with streamenc.Recorder directly, or set "
+            f"{UNTESTED_ENV}=1 to try anyway."
         )
     return version
+
+
+class _Seams:
+    """Where the installed lerobot keeps what streamenc replaces: the object that owns the
+    streaming-encoder hook and the image writer, and the codec settings."""
+
+    def __init__(self, dataset: Any) -> None:
+        writer = getattr(dataset, "writer", None)
+        if writer is not None and hasattr(writer, "_streaming_encoder"):  # 0.5.1 and later: a DatasetWriter
+            self.owner = writer
+        elif hasattr(dataset, "_streaming_encoder"):  # 0.4.x, 0.5.0 (whose .writer is a parquet writer)
+            self.owner = dataset
+        else:
+            raise ConfigError(
+                f"install() takes a lerobot LeRobotDataset opened for writing (create() or resume()), "
+                f"got {type(dataset).__name__} with no streaming-encoder hook; streamenc.lerobot supports "
+                f"lerobot 0.4.x, 0.5.x and 0.6.x (tested: {TESTED})"
+            )
+        self.dataset = dataset
+        self.rgb = getattr(self.owner, "_rgb_encoder", None)  # 0.6: RGBEncoderConfig
+        self.threads = getattr(self.owner, "_encoder_threads", None)
+        if self.rgb is not None:
+            self.vcodec = self.rgb.vcodec
+        else:
+            self.vcodec = getattr(self.owner, "vcodec", None) or getattr(self.owner, "_vcodec", None) or "libsvtav1"
+        self.depth_keys = list(getattr(dataset.meta, "depth_keys", []) or [])
+
+    @property
+    def encoder(self) -> Any:
+        return self.owner._streaming_encoder
+
+    @encoder.setter
+    def encoder(self, value: Any) -> None:
+        self.owner._streaming_encoder = value
+
+    def settings(self) -> dict[str, Any]:
+        """LeRobot's settings as EncoderConfig fields (codec name not yet mapped)."""
+        out: dict[str, Any] = {"vcodec": self.vcodec, "threads": self.threads}
+        if self.rgb is not None:
+            rgb = self.rgb
+            if rgb.g is not None:
+                out["g"] = int(rgb.g)
+            if rgb.crf is not None:
+                out["crf"] = int(round(rgb.crf))
+            out["preset"] = rgb.preset
+            out["fast_decode"] = int(rgb.fast_decode or 0)
+            out["extra"] = {str(k): str(v) for k, v in (rgb.extra_options or {}).items()}
+        return out
+
+    def write_back(self, config: EncoderConfig, codec: str) -> None:
+        """Make the dataset's encoder config say what streamenc really used: info.json's
+        ``video.*`` fields are written from it (0.6.x; older lines read the file itself)."""
+        if self.rgb is None:
+            return
+        name = _TO_LEROBOT.get(codec)
+        changes = {
+            "g": config.g,
+            "crf": config.crf,
+            "preset": _preset_used(config, codec),
+            "fast_decode": config.fast_decode,
+            "extra_options": dict(config.extra),
+        }
+        if name is not None:
+            changes["vcodec"] = name
+        try:
+            self.owner._rgb_encoder = dataclasses.replace(self.rgb, **changes)
+        except (ValueError, TypeError) as e:  # this lerobot refuses what we used: keep its own, say so
+            log.warning("streamenc: could not record the settings used (%s) in the dataset's config: %s", codec, e)
+
+
+def _preset_used(config: EncoderConfig, codec: str) -> Any:
+    from .codecs import codec_options
+
+    preset = codec_options(config, codec).get("preset")
+    return int(preset) if codec == "libsvtav1" and preset is not None else preset
+
+
+def codec_kwargs(vcodec: str) -> dict[str, Any]:
+    """The ``LeRobotDataset.create``/``resume`` arguments that choose ``vcodec`` (LeRobot's
+    name) on the installed lerobot: ``vcodec=`` up to 0.5.x, ``rgb_encoder=`` from 0.6.0."""
+    import inspect
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    if "rgb_encoder" in inspect.signature(LeRobotDataset.create).parameters:
+        from lerobot.configs import RGBEncoderConfig
+
+        return {"rgb_encoder": RGBEncoderConfig(vcodec=vcodec)}
+    return {"vcodec": vcodec}
+
+
+def _writable(dataset: Any) -> bool:
+    try:
+        _Seams(dataset)
+        return True
+    except ConfigError:
+        return False
+
+
+def encoder_of(dataset: Any) -> Any:
+    """The streaming encoder a LeRobotDataset records with (ours once installed), any release."""
+    return _Seams(dataset).encoder
+
+
+def image_writer_of(dataset: Any) -> Any:
+    """The dataset's AsyncImageWriter, or None, any release."""
+    return getattr(_Seams(dataset).owner, "image_writer", None)
 
 
 def _hwc(key: str, feature: dict) -> tuple[int, int, int]:
@@ -62,28 +196,37 @@ def _hwc(key: str, feature: dict) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _config(dataset: Any, options: dict[str, Any]) -> EncoderConfig:
+def _config(seams: _Seams, options: dict[str, Any]) -> EncoderConfig:
     """LeRobot's settings from the dataset, overridden by ``options``.
 
-    LeRobot resolves ``vcodec="auto"`` to h264_nvenc whenever FFmpeg merely lists it,
-    so a dataset's NVENC choice is kept only if a real session opens; otherwise our
-    own ``auto`` probe chooses, with a warning, instead of a crash mid-episode.
+    LeRobot resolves ``vcodec="auto"`` to a hardware encoder whenever FFmpeg merely lists
+    it, so a dataset's NVENC choice is kept only if a real session opens; otherwise our own
+    ``auto`` probe chooses, with a warning, instead of a crash mid-episode.
     """
     unknown = set(options) - _CONFIG_FIELDS
     if unknown:
         raise ConfigError(f"unknown encoder options {sorted(unknown)}; known: {sorted(_CONFIG_FIELDS)}")
-    lerobot_codec = getattr(dataset, "vcodec", "libsvtav1")
-    vcodec = _CODECS.get(lerobot_codec)
-    if vcodec is None and "vcodec" not in options:
-        log.warning("streamenc: lerobot vcodec %r has no streamenc encoder; choosing with vcodec='auto'", lerobot_codec)
-        vcodec = "auto"
-    config = EncoderConfig(**{"vcodec": vcodec, "threads": getattr(dataset, "_encoder_threads", None), **options})
-    if "vcodec" not in options and vcodec in NVENC:
-        info = next(r for r in probe(config) if r.name == vcodec)
+    settings = seams.settings()
+    lerobot_codec = settings.pop("vcodec")
+    vcodec = _TO_OURS.get(lerobot_codec)
+    if "vcodec" not in options:
+        if vcodec is None:
+            log.warning("streamenc: lerobot vcodec %r has no streamenc encoder; choosing with 'auto'", lerobot_codec)
+            vcodec = "auto"
+        elif lerobot_codec == "libaom-av1":
+            log.warning("streamenc: recording lerobot's libaom-av1 with libsvtav1 (the same AV1, in real time)")
+    merged = {**settings, "vcodec": vcodec or "auto", **options}
+    try:
+        config = EncoderConfig(**merged)
+    except ConfigError as e:  # LeRobot's preset or crf for its codec may not fit ours (x265 names, ...)
+        log.warning("streamenc: the dataset's encoder settings do not fit %s (%s); using its defaults", vcodec, e)
+        config = EncoderConfig(**{k: v for k, v in merged.items() if k in ("vcodec", "threads", *options)})
+    if "vcodec" not in options and config.vcodec in NVENC:
+        info = next(r for r in probe(config) if r.name == config.vcodec)
         if not info.usable:
             log.warning(
                 "streamenc: lerobot chose %s, which cannot encode here (%s); choosing with vcodec='auto'",
-                vcodec,
+                config.vcodec,
                 info.reason,
             )
             config = config.with_codec("auto")
@@ -91,7 +234,7 @@ def _config(dataset: Any, options: dict[str, Any]) -> EncoderConfig:
 
 
 class StreamencVideoEncoder:
-    """Stands in for LeRobot's StreamingVideoEncoder on ``dataset._streaming_encoder``.
+    """Stands in for LeRobot's StreamingVideoEncoder at the dataset's hook.
 
     One Recorder (rings and encoder processes) lives across episodes; close() ends it
     and the next start_episode() starts a new one, as LeRobot's encoder allows.
@@ -125,9 +268,13 @@ class StreamencVideoEncoder:
     def active(self) -> bool:
         return bool(self._dirs)
 
-    def start_episode(self, video_keys: list[str], temp_dir: Path) -> None:
+    def start_episode(
+        self, video_keys: list[str], temp_dir: Path, depth_video_keys: list[str] | None = None
+    ) -> None:
         if self.active:
             self.cancel_episode()
+        if depth_video_keys:
+            raise ConfigError(f"depth video keys {sorted(depth_video_keys)} are not recorded by streamenc yet")
         if set(video_keys) != set(self.keys):
             raise ConfigError(f"video keys {sorted(video_keys)} differ from those installed {sorted(self.keys)}")
         if self.recorder is None:
@@ -213,19 +360,25 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
     False raises ShmTooSmall.
     """
     check_version()
-    if not hasattr(dataset, "_streaming_encoder") or not hasattr(dataset, "meta"):
+    if not hasattr(dataset, "meta"):
         raise ConfigError(f"install() takes a lerobot LeRobotDataset, got {type(dataset).__name__}")
+    seams = _Seams(dataset)
     video_keys = list(dataset.meta.video_keys)
     if not video_keys:
         raise ConfigError("the dataset has no video features (use_videos=False?); streamenc has nothing to record")
-    if isinstance(dataset._streaming_encoder, StreamencVideoEncoder):
+    if isinstance(seams.encoder, StreamencVideoEncoder):
         return dataset
+    if seams.depth_keys:
+        raise ConfigError(
+            f"the dataset has depth features {seams.depth_keys}, which streamenc does not record yet; "
+            f"record this dataset without streamenc.lerobot.install"
+        )
     if png_fallback:
         log.warning("streamenc: png_fallback=True, so LeRobot records PNGs itself; streamenc is not installed")
         return dataset
-    recorder_options = {k: options.pop(k) for k in ("overflow", "slots", "warn_behind_s") if k in options}
+    recorder_options = {k: options.pop(k) for k in _RECORDER_OPTIONS if k in options}
     cameras = {key: _hwc(key, dataset.features[key]) for key in video_keys}
-    config = _config(dataset, options)
+    config = _config(seams, options)
     try:
         encoder = StreamencVideoEncoder(dataset.root, dataset.fps, cameras, config, **recorder_options)
     except ShmTooSmall as e:
@@ -233,10 +386,11 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
             raise
         log.warning("streamenc: %s; LeRobot records PNGs itself (png_fallback=False makes this an error)", e)
         return dataset
-    old = dataset._streaming_encoder
+    old = seams.encoder
     if old is not None and old is not encoder:
         old.close()
-    dataset._streaming_encoder = encoder
+    seams.encoder = encoder
+    seams.write_back(config, encoder.recorder.codec)
     lerobot_add_frame = dataset.add_frame
 
     def add_frame(frame: dict) -> None:
@@ -255,11 +409,13 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
     log.info(
         "streamenc: recording %d cameras with %s in encoder processes; no PNGs, no encode at save_episode",
         len(video_keys),
-        encoder.recorder.codec if encoder.recorder else config.vcodec,
+        encoder.recorder.codec,
     )
     if not dataset.meta.image_keys:  # video frames no longer go through the image writer
-        dataset.stop_image_writer()
-        dataset.start_image_writer = _image_writer_not_needed
+        seams.owner.stop_image_writer()
+        seams.owner.start_image_writer = _image_writer_not_needed
+        if seams.owner is not dataset and hasattr(dataset, "start_image_writer"):
+            dataset.start_image_writer = _image_writer_not_needed
     return dataset
 
 
@@ -269,40 +425,71 @@ def _image_writer_not_needed(*args: Any, **kwargs: Any) -> None:
     log.debug("streamenc: image writer not started; video frames go to streamenc")
 
 
-def record(argv: list[str] | None = None) -> Any:
-    """``lerobot-record`` with streamenc installed on the dataset it records; same flags.
+@contextlib.contextmanager
+def installing(module: Any):
+    """While active, ``module.LeRobotDataset`` opens installed datasets: ``create()``,
+    ``resume()`` (a classmethod from 0.5.1 on, building the instance with ``cls.__new__``)
+    and the constructor (how 0.4.x resumes). The original is put back afterwards."""
+    base = module.LeRobotDataset
 
-    lerobot-record builds its dataset with ``LeRobotDataset.create`` (or
-    ``LeRobotDataset(...)`` with --resume=true); both are wrapped so the dataset is
-    installed before the first frame. ``--dataset.streaming_encoding`` is ignored:
-    streamenc replaces both of LeRobot's encoding paths.
-    """
-    import sys
-
-    check_version()
-    from lerobot.scripts import lerobot_record
-    from lerobot.utils.import_utils import register_third_party_plugins
-
-    base = lerobot_record.LeRobotDataset
-
-    class _Installed(base):  # type: ignore[misc, valid-type]
+    class Installed(base):  # type: ignore[misc, valid-type]
         @classmethod
         def create(cls, *args: Any, **kwargs: Any) -> Any:
             return install(base.create(*args, **kwargs))
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            return install(base(*args, **kwargs))
+            dataset = base(*args, **kwargs)
+            return install(dataset) if _writable(dataset) else dataset  # 0.6 opens read-only ones too
 
+    if hasattr(base, "resume"):
+        Installed.resume = classmethod(lambda cls, *a, **k: install(base.resume(*a, **k)))  # type: ignore[attr-defined]
+    module.LeRobotDataset = Installed
+    try:
+        yield Installed
+    finally:
+        module.LeRobotDataset = base
+
+
+def _run(script_module: str, dataset_module: str, entry: str, argv: list[str] | None) -> Any:
+    import importlib
+    import sys
+
+    check_version()
+    from lerobot.utils.import_utils import register_third_party_plugins
+
+    script = importlib.import_module(script_module)
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    lerobot_record.LeRobotDataset = _Installed
-    try:
+    with installing(importlib.import_module(dataset_module)):
         register_third_party_plugins()
-        return lerobot_record.record()
-    finally:
-        lerobot_record.LeRobotDataset = base
+        return getattr(script, entry)()
+
+
+def record(argv: list[str] | None = None) -> Any:
+    """``lerobot-record`` with streamenc installed on the dataset it records; same flags.
+
+    ``--dataset.streaming_encoding`` is ignored: streamenc replaces both of LeRobot's
+    encoding paths.
+    """
+    return _run("lerobot.scripts.lerobot_record", "lerobot.scripts.lerobot_record", "record", argv)
+
+
+def rollout(argv: list[str] | None = None) -> Any:
+    """``lerobot-rollout`` (lerobot 0.6.x) with streamenc installed on the dataset it records;
+    same flags. Its sentry, highlight and DAgger modes force LeRobot's streaming encoding,
+    which streamenc then stands in for."""
+    try:
+        import lerobot.rollout.context  # noqa: F401
+    except ImportError:
+        raise ConfigError("lerobot-rollout arrived in lerobot 0.6.0; this lerobot has none") from None
+    return _run("lerobot.scripts.lerobot_rollout", "lerobot.rollout.context", "rollout", argv)
 
 
 def main() -> None:
     """Console script ``streamenc-lerobot-record``."""
     record()
+
+
+def main_rollout() -> None:
+    """Console script ``streamenc-lerobot-rollout``."""
+    rollout()

@@ -43,6 +43,18 @@ def test_nvenc_mapping_takes_rgb_and_constant_quality(name):
     assert input_format(name) == "rgb0"  # converted to YUV on the GPU, not by swscale
 
 
+def test_x265_mapping_has_no_b_frames_and_caps_its_pool():
+    opts = codec_options(EncoderConfig(vcodec="libx265", crf=20, threads=2, fast_decode=1))
+    assert opts == {
+        "g": "2",
+        "crf": "20",
+        "preset": "veryfast",
+        "tune": "fastdecode",
+        "x265-params": "bframes=0:log-level=error:pools=2",
+    }
+    assert select(EncoderConfig(vcodec="auto")) != "libx265"  # only when asked: slow for RGB
+
+
 def test_extra_options_pass_through():
     assert codec_options(EncoderConfig(extra={"svtav1-params": "tune=0"}))["svtav1-params"] == "tune=0"
 
@@ -78,8 +90,8 @@ def _has_nvidia_driver() -> bool:
 
 def test_probe_opens_real_sessions():
     results = {r.name: r for r in probe()}
-    assert list(results) == ["h264_nvenc", "hevc_nvenc", "av1_nvenc", "libsvtav1", "libx264"]
-    assert results["libsvtav1"].usable and results["libx264"].usable
+    assert list(results) == ["h264_nvenc", "hevc_nvenc", "av1_nvenc", "libsvtav1", "libx264", "libx265"]
+    assert results["libsvtav1"].usable and results["libx264"].usable and results["libx265"].usable
     assert probe() == list(results.values())  # cached: same answers
 
 

@@ -276,6 +276,8 @@ class LeRobotPipeline(Pipeline):
     def __init__(self, run: Run, root: Path) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+        from .. import lerobot
+
         h, w = SIZES[run.size]
         feats = {
             f"observation.images.cam{i}": {
@@ -294,12 +296,10 @@ class LeRobotPipeline(Pipeline):
             feats,
             root=self.root,
             image_writer_threads=PNG_THREADS_PER_CAMERA * run.cameras,
-            vcodec=run.codec,
             streaming_encoding=run.pipeline == "stream",
+            **lerobot.codec_kwargs(run.codec),
         )
         if run.pipeline == "streamenc":
-            from .. import lerobot
-
             lerobot.install(self.ds, **scheduling(run))
         self.files, self.state = [], np.zeros(6, np.float32)
 
@@ -312,16 +312,20 @@ class LeRobotPipeline(Pipeline):
         self.ds.save_episode()
 
     def backlog(self) -> int:
-        enc = self.ds._streaming_encoder
+        from ..lerobot import encoder_of, image_writer_of
+
+        enc = encoder_of(self.ds)
         if self.pipeline == "streamenc" and enc.recorder is not None:
             return sum(h.queued + h.spilled for h in enc.recorder.health().values())
         if self.pipeline == "stream" and enc is not None:
             return sum(q.qsize() for q in getattr(enc, "_frame_queues", {}).values())
-        writer = self.ds.image_writer
+        writer = image_writer_of(self.ds)
         return writer.queue.qsize() if writer is not None else 0
 
     def dropped(self) -> int:
-        enc = self.ds._streaming_encoder
+        from ..lerobot import encoder_of
+
+        enc = encoder_of(self.ds)
         return sum(getattr(enc, "_dropped_frames", {}).values()) if self.pipeline == "stream" else 0
 
     def close(self) -> None:
@@ -335,7 +339,9 @@ def uses_lerobot(run: Run) -> bool:
     try:
         import importlib.metadata
 
-        return importlib.metadata.version("lerobot").startswith("0.4.")
+        from ..lerobot import SUPPORTED
+
+        return importlib.metadata.version("lerobot").startswith(SUPPORTED)
     except importlib.metadata.PackageNotFoundError:
         return False
 
