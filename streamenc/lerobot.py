@@ -268,9 +268,7 @@ class StreamencVideoEncoder:
     def active(self) -> bool:
         return bool(self._dirs)
 
-    def start_episode(
-        self, video_keys: list[str], temp_dir: Path, depth_video_keys: list[str] | None = None
-    ) -> None:
+    def start_episode(self, video_keys: list[str], temp_dir: Path, depth_video_keys: list[str] | None = None) -> None:
         if self.active:
             self.cancel_episode()
         if depth_video_keys:
