@@ -1,7 +1,8 @@
 """streamenc: record robot camera frames straight to video through shared memory."""
 
 from ._version import __version__
-from .codecs import EncoderConfig, EncoderInfo, probe
+from .codecs import EncoderConfig, EncoderInfo, depth_config, probe
+from .depth import Depth
 from .errors import (
     ConfigError,
     DiskFull,
@@ -24,6 +25,8 @@ __all__ = [
     "FrameRing",
     "Recorder",
     "EncoderConfig",
+    "Depth",
+    "depth_config",
     "EncoderInfo",
     "EpisodeVideo",
     "CameraHealth",

@@ -122,17 +122,22 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from .codecs import EncoderConfig
+    from .depth import Depth
     from .recorder import Recorder
-    from .synthetic import Pacer, SyntheticCamera
+    from .synthetic import Pacer, SyntheticCamera, SyntheticDepth
+    from .verify import check_depth
 
     if not args.synthetic:
         raise ConfigError("only synthetic cameras can be recorded from the command line: add --synthetic")
     w, h = _size(args.size)
     names = [f"cam{i}" for i in range(args.cameras)]
-    cams = {n: SyntheticCamera(h, w, seed=i) for i, n in enumerate(names)}
+    cams: dict = {n: SyntheticCamera(h, w, seed=i) for i, n in enumerate(names)}
+    declared: dict = dict.fromkeys(names, (h, w))
+    if args.depth:
+        cams["depth"], declared["depth"] = SyntheticDepth(h, w, args.depth), Depth(h, w, args.depth)
     n = int(round(args.seconds * args.fps))
     lat = []
-    with Recorder(args.out, args.fps, dict.fromkeys(names, (h, w)), EncoderConfig(vcodec=args.codec)) as rec:
+    with Recorder(args.out, args.fps, declared, EncoderConfig(vcodec=args.codec)) as rec:
         print(
             f"recording {args.cameras} x {w}x{h} @ {args.fps} fps for {args.seconds:g} s with {rec.codec} "
             f"into {args.out}",
@@ -157,7 +162,12 @@ def cmd_record(args: argparse.Namespace) -> int:
         end_s = time.perf_counter() - t
     p99 = sorted(lat)[int(0.99 * (len(lat) - 1))] * 1e3
     for name, v in videos.items():
-        print(f"{name}: {v.frames} frames -> {v.path}")
+        line = f"{name}: {v.frames} frames -> {v.path}"
+        if name == "depth":
+            c = check_depth(v.path, cams[name], declared[name])
+            same = c.in_order(n)
+            line += f" ({v.codec}; 12-bit codes {'identical' if same else 'NOT identical'} to the frames sent)"
+        print(line)
     print(f"codec {rec.codec}; add_frame p99 {p99:.2f} ms; missed deadlines {pacer.missed}; end_episode {end_s:.2f} s")
     return 0
 
@@ -244,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=_positive(int), default=30)
     p.add_argument("--seconds", type=_positive(float), default=10.0)
     p.add_argument("--codec", default="auto", help="auto, libsvtav1, libx264, h264_nvenc, ...")
+    p.add_argument("--depth", choices=["uint16", "float32"], help="add a synthetic depth camera (mm or m)")
     p.add_argument("--out", default="streamenc-recording")
     p.set_defaults(func=cmd_record)
     p = sub.add_parser("bench", help="compare recording pipelines on this machine (memory-pressure harness)")

@@ -28,7 +28,8 @@ NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 AUTO_ORDER = (*NVENC, "libsvtav1", "libx264")
 PROBED = (*AUTO_ORDER, "libx265")  # libx265 only when asked (LeRobot's "hevc"): slow for RGB
 KNOWN = frozenset(PROBED)
-PIX_FMTS = frozenset({"yuv420p", "yuv444p", "yuv420p10le"})
+PIX_FMTS = frozenset({"yuv420p", "yuv444p", "yuv420p10le", "gray12le"})
+DEPTH_PIX_FMT = "gray12le"  # 12-bit depth codes (LeRobot 0.6's depth format), libx265 only
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 PROBE_SIZE = (256, 256)  # NVENC refuses frames narrower than 145 px
 # SCHED_IDLE: the encoders take only the CPU time nothing else wants, so the record loop and
@@ -107,6 +108,25 @@ class EncoderConfig:
     def with_codec(self, vcodec: str) -> EncoderConfig:
         return dataclasses.replace(self, vcodec=vcodec)
 
+    @property
+    def depth(self) -> bool:
+        """Settings for a depth camera: 12-bit gray codes."""
+        return self.pix_fmt == DEPTH_PIX_FMT
+
+
+def depth_config(**changes: object) -> EncoderConfig:
+    """Depth cameras' default: LeRobot 0.6's DepthEncoderConfig (libx265, gray12le,
+    lossless), at x265's "ultrafast" preset: lossless is lossless at every preset, so the
+    preset only trades file size (~1.1x) for speed, and x265's default ("medium") cannot
+    keep up with one 640x480 camera at 30 fps on 2 cores (docs/benchmarks.md)."""
+    base = {
+        "vcodec": "libx265",
+        "pix_fmt": DEPTH_PIX_FMT,
+        "preset": "ultrafast",
+        "extra": {"x265-params": "lossless=1"},
+    }
+    return EncoderConfig(**{**base, **changes})  # type: ignore[arg-type]
+
 
 def _family(vcodec: str) -> str:
     return "nvenc" if vcodec in NVENC else vcodec
@@ -173,7 +193,10 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
         opts.update(preset=f"p{preset}", rc="vbr", cq=str(cfg.crf), b="0")
     else:
         raise ConfigError(f"no option mapping for {vcodec!r}")
-    opts.update(cfg.extra)
+    if cfg.pix_fmt == DEPTH_PIX_FMT and fam != "libx265":
+        raise ConfigError(f"pix_fmt {DEPTH_PIX_FMT} (depth) is encoded with libx265 only, not {vcodec}")
+    for key, value in cfg.extra.items():  # the user's "x265-params" etc. add to ours; theirs win
+        opts[key] = f"{opts[key]}:{value}" if key.endswith("-params") and key in opts else str(value)
     return opts
 
 

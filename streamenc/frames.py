@@ -59,13 +59,14 @@ def lenient(camera: str, frame: object, shape: tuple[int, int, int]) -> np.ndarr
 
 
 def write(dst: np.ndarray, src: np.ndarray) -> None:
-    """Copy ``src`` (HWC, any strides) into the uint8 slot ``dst`` in one pass.
+    """Copy ``src`` (HWC, any strides) into the uint8 slot ``dst`` in one pass; a depth
+    slot (uint16, float32) takes its frame as is, or float64 converted.
 
     Floats are scaled by 255 and rounded a few rows at a time through a small buffer
     that stays in cache. (LeRobot's image writer truncates, so 0.2 * 255 = 50.99.. gives 50.)
     """
-    if src.dtype == np.uint8:
-        np.copyto(dst, src)
+    if src.dtype == np.uint8 or dst.dtype != np.uint8:
+        np.copyto(dst, src, casting="same_kind")
         return
     rows = max(1, _FLOAT_CHUNK // (src.shape[1] * src.shape[2]))
     tmp = np.empty((min(rows, src.shape[0]), *src.shape[1:]), np.float32)

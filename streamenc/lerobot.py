@@ -15,7 +15,8 @@ lerobot has, not by its version string:
 - 0.5.1: ``dataset.writer._streaming_encoder`` (a ``DatasetWriter``); ``writer._vcodec``;
 - 0.6.x: the same writer, with ``writer._rgb_encoder`` (an ``RGBEncoderConfig``: vcodec,
   g, crf, preset, fast_decode, extra_options) that ``info.json`` is written from, and
-  ``start_episode(..., depth_video_keys=...)``.
+  depth features (``meta.depth_keys``, ``writer._depth_encoder``, a ``DepthEncoderConfig``
+  with the quantizer's parameters; ``start_episode(..., depth_video_keys=...)``).
 
 ``record`` / ``rollout`` are ``lerobot-record`` / ``lerobot-rollout`` with that one change
 (console scripts ``streamenc-lerobot-record`` and ``streamenc-lerobot-rollout``, same flags).
@@ -36,7 +37,9 @@ from typing import Any
 import numpy as np
 
 from . import frames as framelib
-from .codecs import NVENC, EncoderConfig, probe
+from .codecs import DEPTH_PIX_FMT, NVENC, EncoderConfig, depth_config, probe
+from .depth import Depth
+from .depth import view as depth_view
 from .errors import ConfigError, ShmTooSmall, StateError
 from .recorder import Recorder
 
@@ -61,6 +64,7 @@ _TO_LEROBOT = {"libsvtav1": "libsvtav1", "libx264": "h264", "libx265": "hevc", "
 _TO_LEROBOT["hevc_nvenc"] = "hevc_nvenc"
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
 _RECORDER_OPTIONS = ("overflow", "slots", "warn_behind_s")
+_DEPTH_DTYPE = {"mm": "uint16", "m": "float32"}  # LeRobot's depth_unit -> the ring's dtype
 
 
 def check_version() -> str:
@@ -96,6 +100,7 @@ class _Seams:
             )
         self.dataset = dataset
         self.rgb = getattr(self.owner, "_rgb_encoder", None)  # 0.6: RGBEncoderConfig
+        self.depth = getattr(self.owner, "_depth_encoder", None)  # 0.6: DepthEncoderConfig
         self.threads = getattr(self.owner, "_encoder_threads", None)
         if self.rgb is not None:
             self.vcodec = self.rgb.vcodec
@@ -125,25 +130,65 @@ class _Seams:
             out["extra"] = {str(k): str(v) for k, v in (rgb.extra_options or {}).items()}
         return out
 
-    def write_back(self, config: EncoderConfig, codec: str) -> None:
-        """Make the dataset's encoder config say what streamenc really used: info.json's
-        ``video.*`` fields are written from it (0.6.x; older lines read the file itself)."""
-        if self.rgb is None:
-            return
-        name = _TO_LEROBOT.get(codec)
-        changes = {
-            "g": config.g,
-            "crf": config.crf,
-            "preset": _preset_used(config, codec),
-            "fast_decode": config.fast_decode,
-            "extra_options": dict(config.extra),
-        }
-        if name is not None:
-            changes["vcodec"] = name
-        try:
-            self.owner._rgb_encoder = dataclasses.replace(self.rgb, **changes)
-        except (ValueError, TypeError) as e:  # this lerobot refuses what we used: keep its own, say so
-            log.warning("streamenc: could not record the settings used (%s) in the dataset's config: %s", codec, e)
+    def depth_config(self, options: dict[str, Any]) -> EncoderConfig:
+        """The depth keys' EncoderConfig from the dataset's DepthEncoderConfig: its codec
+        (hevc, gray12le: the only depth format streamenc writes), GOP, CRF and options;
+        its preset when it names one, else ours (``depth_config()``: real time, and the
+        same codes, lossless at every preset). ``options`` (``depth_*``) override."""
+        cfg = self.depth
+        fields = {"threads": self.threads}
+        if cfg is not None:
+            if _TO_OURS.get(cfg.vcodec) != "libx265" or cfg.pix_fmt != DEPTH_PIX_FMT:
+                raise ConfigError(
+                    f"the dataset's depth encoder is {cfg.vcodec} {cfg.pix_fmt}; streamenc records depth as "
+                    f"hevc (libx265) {DEPTH_PIX_FMT}, LeRobot's default. Use that, or record without streamenc."
+                )
+            fields.update(g=int(cfg.g), fast_decode=int(cfg.fast_decode or 0))
+            fields["extra"] = {str(k): str(v) for k, v in (cfg.extra_options or {}).items()}
+            if cfg.crf is not None:
+                fields["crf"] = int(round(cfg.crf))
+            if cfg.preset is not None:
+                fields["preset"] = cfg.preset
+        fields.update(options)
+        return depth_config(**{k: v for k, v in fields.items() if v is not None or k == "threads"})
+
+    def depth_spec(self, key: str, feature: dict, dtype: str) -> Depth:
+        """A depth key's camera: its size, the quantizer's parameters, the ring's dtype."""
+        h, w, c = _hwc(key, feature, channels=1)
+        if c != 1:
+            raise ConfigError(f"depth feature {key!r} has shape {tuple(feature['shape'])}; expected (H, W, 1)")
+        unit = (feature.get("info") or {}).get("depth_unit")
+        params = {}
+        if self.depth is not None:
+            params = {n: getattr(self.depth, n) for n in ("depth_min", "depth_max", "shift", "use_log")}
+        return Depth(h, w, _DEPTH_DTYPE.get(unit, dtype), **params)
+
+    def write_back(self, config: EncoderConfig, codec: str, depth: EncoderConfig | None = None) -> None:
+        """Make the dataset's encoder configs say what streamenc really used: info.json's
+        ``video.*`` fields are written from them (0.6.x; older lines read the file itself)."""
+        if self.rgb is not None:
+            self.owner._rgb_encoder = _replaced(self.rgb, config, codec)
+        if self.depth is not None and depth is not None:
+            self.owner._depth_encoder = _replaced(self.depth, depth, "libx265")
+
+
+def _replaced(lerobot_cfg: Any, config: EncoderConfig, codec: str) -> Any:
+    """LeRobot's encoder config with the settings streamenc used for ``codec``."""
+    name = _TO_LEROBOT.get(codec)
+    changes = {
+        "g": config.g,
+        "crf": config.crf,
+        "preset": _preset_used(config, codec),
+        "fast_decode": config.fast_decode,
+        "extra_options": dict(config.extra),
+    }
+    if name is not None:
+        changes["vcodec"] = name
+    try:
+        return dataclasses.replace(lerobot_cfg, **changes)
+    except (ValueError, TypeError) as e:  # this lerobot refuses what we used: keep its own, say so
+        log.warning("streamenc: could not record the settings used (%s) in the dataset's config: %s", codec, e)
+        return lerobot_cfg
 
 
 def _preset_used(config: EncoderConfig, codec: str) -> Any:
@@ -185,13 +230,13 @@ def image_writer_of(dataset: Any) -> Any:
     return getattr(_Seams(dataset).owner, "image_writer", None)
 
 
-def _hwc(key: str, feature: dict) -> tuple[int, int, int]:
+def _hwc(key: str, feature: dict, channels: int = 3) -> tuple[int, int, int]:
     """A video feature's (height, width, channels), whether it is declared HWC or CHW."""
     shape = tuple(int(d) for d in feature["shape"])
     names = list(feature.get("names") or [])
     if len(shape) != 3:
         raise ConfigError(f"video feature {key!r} has shape {shape}; expected 3 dimensions")
-    if names[:1] == ["channels"] or (shape[0] == 3 and shape[2] != 3):
+    if names[:1] == ["channels"] or (shape[0] == channels and shape[2] != channels):
         return shape[1], shape[2], shape[0]
     return shape  # type: ignore[return-value]
 
@@ -243,26 +288,72 @@ class StreamencVideoEncoder:
     """
 
     def __init__(
-        self, root: Path, fps: int, cameras: dict[str, tuple[int, int, int]], config: EncoderConfig, **options: Any
+        self,
+        root: Path,
+        fps: int,
+        cameras: dict[str, tuple[int, int, int] | Depth],
+        config: EncoderConfig,
+        depth_config: EncoderConfig | None = None,
+        features: dict[str, dict] | None = None,
+        **options: Any,
     ) -> None:
         self.root, self.fps, self.config, self.options = Path(root), fps, config, options
+        self.depth_config = depth_config
+        self.features = features  # the dataset's, live: its depth keys' depth_unit is set at frame 0
         self.keys = {key: key.replace("/", "_") for key in cameras}
         self.shapes = dict(cameras)
-        self.cameras = {self.keys[k]: shape[:2] for k, shape in cameras.items()}
+        self.depth = {key: spec for key, spec in cameras.items() if isinstance(spec, Depth)}
         self.recorder: Recorder | None = None
         self._dirs: dict[str, Path] = {}
         self.recorder = self._start()
 
     def _start(self) -> Recorder:
+        cameras = {self.keys[k]: s if isinstance(s, Depth) else s[:2] for k, s in self.shapes.items()}
         return Recorder(
             self.root,
             self.fps,
-            self.cameras,
+            cameras,
             self.config,
             png_fallback=False,
             spill_dir=self.root / WORK_DIR,
+            depth_encoder=self.depth_config,
             **self.options,
         )
+
+    def _unit(self, key: str) -> str | None:
+        return ((self.features or {}).get(key, {}).get("info") or {}).get("depth_unit")
+
+    def _depth_spec_for(self, key: str, value: Any) -> Depth:
+        """The camera a depth frame must fit: until the dataset has a unit for the key (its
+        first frame), either dtype LeRobot takes; after that, the unit's dtype only (LeRobot
+        itself would record a second unit's values as the first's)."""
+        spec = self.depth[key]
+        if self._unit(key) is None and isinstance(value, np.ndarray) and value.dtype.kind in "fu":
+            return dataclasses.replace(spec, dtype="float32" if value.dtype.kind == "f" else "uint16")
+        return spec
+
+    def _match_depth_units(self) -> None:
+        """LeRobot sets a depth key's unit from the episode's first frame, just before it
+        starts the episode here. A ring made for the other dtype is made again (once: the
+        unit is then fixed in info.json), which stalls this one frame for the encoder's start."""
+        wrong = {}
+        for key, spec in self.depth.items():
+            dtype = _DEPTH_DTYPE.get(self._unit(key), spec.dtype)
+            if dtype != spec.dtype:
+                wrong[key] = dataclasses.replace(spec, dtype=dtype)
+        if not wrong:
+            return
+        log.warning(
+            "streamenc: depth frames of %s come as %s; restarting their encoders for that "
+            "(install(..., depth_dtype=...) avoids this stall at the first frame)",
+            sorted(wrong),
+            sorted({s.dtype for s in wrong.values()}),
+        )
+        self.depth.update(wrong)
+        self.shapes.update(wrong)
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
 
     @property
     def active(self) -> bool:
@@ -271,10 +362,13 @@ class StreamencVideoEncoder:
     def start_episode(self, video_keys: list[str], temp_dir: Path, depth_video_keys: list[str] | None = None) -> None:
         if self.active:
             self.cancel_episode()
-        if depth_video_keys:
-            raise ConfigError(f"depth video keys {sorted(depth_video_keys)} are not recorded by streamenc yet")
         if set(video_keys) != set(self.keys):
             raise ConfigError(f"video keys {sorted(video_keys)} differ from those installed {sorted(self.keys)}")
+        if set(depth_video_keys or ()) != set(self.depth):
+            raise ConfigError(
+                f"depth keys {sorted(depth_video_keys or ())} differ from those installed {sorted(self.depth)}"
+            )
+        self._match_depth_units()
         if self.recorder is None:
             self.recorder = self._start()
         dirs = {key: Path(tempfile.mkdtemp(dir=temp_dir)) for key in video_keys}
@@ -292,8 +386,10 @@ class StreamencVideoEncoder:
         changed its episode buffer: a refused frame then records nothing, for any key."""
         for key, shape in self.shapes.items():
             value = frame.get(key)
-            if isinstance(value, np.ndarray) or framelib.is_pil(value):
-                framelib.lenient(key, value, shape)
+            if key in self.depth and value is not None:
+                depth_view(key, value, self._depth_spec_for(key, value))
+            elif isinstance(value, np.ndarray) or framelib.is_pil(value):
+                framelib.lenient(key, value, shape)  # type: ignore[arg-type]
 
     def feed_frame(self, video_key: str, image: Any) -> None:
         if not self.active or self.recorder is None:
@@ -310,7 +406,8 @@ class StreamencVideoEncoder:
 
     def finish_episode(self) -> dict[str, tuple[Path, dict[str, np.ndarray] | None]]:
         """Every frame encoded and each camera's MP4 closed (parts of a crash-recovered
-        episode already joined), with stats in the raw 0-255, shape (3,) form LeRobot wants."""
+        episode already joined), with stats in the raw form LeRobot wants: 0-255, shape (3,)
+        for RGB; the frames' unit, shape (1,) for depth."""
         if not self.active or self.recorder is None:
             raise StateError("no episode is active")
         self._dirs = {}
@@ -320,7 +417,8 @@ class StreamencVideoEncoder:
             video = videos[cam]
             raw = None
             if video.stats is not None:
-                raw = {k: v if k == "count" else np.asarray(v).reshape(-1) * 255.0 for k, v in video.stats.items()}
+                scale = 1.0 if key in self.depth else 255.0
+                raw = {k: v if k == "count" else np.asarray(v).reshape(-1) * scale for k, v in video.stats.items()}
             out[key] = (Path(video.path), raw)
         return out
 
@@ -353,7 +451,11 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
 
     ``options`` are EncoderConfig fields (vcodec, g, crf, preset, threads, and the
     encoders' scheduling: sched, nice, cpus), which override the dataset's own settings,
-    and Recorder options (overflow, slots, warn_behind_s). When /dev/shm cannot hold the
+    and Recorder options (overflow, slots, warn_behind_s). Depth features (lerobot 0.6)
+    record as LeRobot's lossless 12-bit HEVC with the dataset's DepthEncoderConfig;
+    ``depth_<field>`` overrides a field for them (``depth_preset="medium"``), and
+    ``depth_dtype`` ("uint16" mm, default, or "float32" m) says what the depth frames
+    will be, until the dataset's ``depth_unit`` says so. When /dev/shm cannot hold the
     rings, ``png_fallback=None`` leaves LeRobot's own PNG path in place with a warning;
     False raises ShmTooSmall.
     """
@@ -366,19 +468,31 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
         raise ConfigError("the dataset has no video features (use_videos=False?); streamenc has nothing to record")
     if isinstance(seams.encoder, StreamencVideoEncoder):
         return dataset
-    if seams.depth_keys:
-        raise ConfigError(
-            f"the dataset has depth features {seams.depth_keys}, which streamenc does not record yet; "
-            f"record this dataset without streamenc.lerobot.install"
-        )
     if png_fallback:
         log.warning("streamenc: png_fallback=True, so LeRobot records PNGs itself; streamenc is not installed")
         return dataset
     recorder_options = {k: options.pop(k) for k in _RECORDER_OPTIONS if k in options}
-    cameras = {key: _hwc(key, dataset.features[key]) for key in video_keys}
+    depth_dtype = str(options.pop("depth_dtype", "uint16"))
+    depth_options = {k[len("depth_") :]: options.pop(k) for k in list(options) if k.startswith("depth_")}
+    unknown = set(depth_options) - _CONFIG_FIELDS
+    if unknown:
+        raise ConfigError(f"unknown depth options {sorted('depth_' + k for k in unknown)}")
     config = _config(seams, options)
+    cameras: dict[str, Any] = {}
+    for key in video_keys:
+        feature = dataset.features[key]
+        if key in seams.depth_keys:
+            cameras[key] = seams.depth_spec(key, feature, depth_dtype)
+        else:
+            cameras[key] = _hwc(key, feature)
+    depth = None
+    if seams.depth_keys:
+        shared = {k: options[k] for k in ("sched", "nice", "cpus", "threads") if k in options}
+        depth = seams.depth_config({**shared, **depth_options})
     try:
-        encoder = StreamencVideoEncoder(dataset.root, dataset.fps, cameras, config, **recorder_options)
+        encoder = StreamencVideoEncoder(
+            dataset.root, dataset.fps, cameras, config, depth, dataset.meta.features, **recorder_options
+        )
     except ShmTooSmall as e:
         if png_fallback is False:
             raise
@@ -388,7 +502,7 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
     if old is not None and old is not encoder:
         old.close()
     seams.encoder = encoder
-    seams.write_back(config, encoder.recorder.codec)
+    seams.write_back(config, encoder.recorder.codec, depth)
     lerobot_add_frame = dataset.add_frame
 
     def add_frame(frame: dict) -> None:

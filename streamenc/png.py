@@ -1,5 +1,8 @@
 """The PNG fallback: LeRobot's image layout, written by a bounded thread pool.
 
+A depth camera's frames are written as LeRobot 0.6 writes them: raw TIFFs (PIL mode
+I;16 for uint16 millimetres, F for float32 metres), uncompressed, named frame-NNNNNN.tiff.
+
 Used when asked (``png_fallback=True``) or when /dev/shm cannot hold the rings.
 Unlike LeRobot's AsyncImageWriter, the queue is bounded (a full pool makes
 add_frame wait instead of growing memory without limit) and a failed write is
@@ -17,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .depth import Depth, DepthStats
 from .errors import StreamencError, WriteError, disk_full_guard
 from .frames import as_uint8
 from .stats import EpisodeStats
@@ -26,8 +30,8 @@ def episode_dir(root: Path, camera: str, episode: int) -> Path:
     return Path(root) / "images" / camera / f"episode-{episode:06d}"
 
 
-def frame_path(root: Path, camera: str, episode: int, index: int) -> Path:
-    return episode_dir(root, camera, episode) / f"frame-{index:06d}.png"
+def frame_path(root: Path, camera: str, episode: int, index: int, suffix: str = ".png") -> Path:
+    return episode_dir(root, camera, episode) / f"frame-{index:06d}{suffix}"
 
 
 _local = threading.local()
@@ -46,6 +50,17 @@ def encode_png(frame: np.ndarray, level: int = 1) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
+def encode_tiff(frame: np.ndarray) -> bytes:
+    """Raw TIFF bytes of an (H, W) uint16 or float32 depth frame, as LeRobot 0.6 saves one."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="TIFF", compression="raw")
+    return buf.getvalue()
+
+
 def write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -58,7 +73,12 @@ class PngBackend:
     codec = "png"
 
     def __init__(
-        self, root: Path, cameras: dict[str, tuple[int, int, int]], threads: int = 4, max_pending: int = 256
+        self,
+        root: Path,
+        cameras: dict[str, tuple[int, ...]],
+        threads: int = 4,
+        max_pending: int = 256,
+        depth: dict[str, Depth] | None = None,
     ) -> None:
         self.root = Path(root)
         self.cameras = cameras
@@ -67,7 +87,10 @@ class PngBackend:
         self._lock = threading.Lock()
         self._pending: set[Future] = set()
         self._errors: list[BaseException] = []
-        self._stats: dict[str, EpisodeStats] = {c: EpisodeStats(*s) for c, s in cameras.items()}
+        self.depth = depth or {}
+        self._stats: dict[str, EpisodeStats | DepthStats] = {
+            c: DepthStats(*s, self.depth[c].dtype) if c in self.depth else EpisodeStats(*s) for c, s in cameras.items()
+        }
         self.written = dict.fromkeys(cameras, 0)
         self.write = write_file  # the one place a test injects a writer fault
 
@@ -89,8 +112,13 @@ class PngBackend:
         """Queue one frame (any HWC view: it is copied now, the caller may reuse its buffer);
         waits when max_pending frames are already queued."""
         self._slots.acquire()
-        own = as_uint8(frame) if frame.dtype != np.uint8 or not frame.flags.c_contiguous else frame.copy()
-        fut = self._pool.submit(self._write_one, camera, frame_path(self.root, camera, episode, index), own)
+        if camera in self.depth:
+            own = np.array(frame, dtype=self.depth[camera].dtype)  # a copy; float64 -> float32
+            path = frame_path(self.root, camera, episode, index, ".tiff")
+        else:
+            own = as_uint8(frame) if frame.dtype != np.uint8 or not frame.flags.c_contiguous else frame.copy()
+            path = frame_path(self.root, camera, episode, index)
+        fut = self._pool.submit(self._write_one, camera, path, own)
         with self._lock:
             self._pending.add(fut)
         fut.add_done_callback(self._done)
@@ -131,7 +159,7 @@ class PngBackend:
 
     # -- the pool -------------------------------------------------------------------------
     def _write_one(self, camera: str, path: Path, frame: np.ndarray) -> None:
-        data = encode_png(frame)
+        data = encode_tiff(frame) if camera in self.depth else encode_png(frame)
         with disk_full_guard(path, len(data)):
             self.write(path, data)
         with self._lock:

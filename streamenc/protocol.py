@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .codecs import EncoderConfig
+from .depth import Depth
 from .errors import DiskFull, EncoderError, StreamencError, WriteError, is_disk_full
 
 
@@ -28,6 +29,7 @@ class EncoderSpec:
     vcodec: str
     config: EncoderConfig
     threads: int
+    depth: Depth | None = None  # a depth camera: quantized to 12-bit codes before encoding
 
 
 # -- recorder -> encoder -------------------------------------------------------------------

@@ -22,7 +22,9 @@ from typing import Protocol
 import numpy as np
 
 from . import frames as framelib
-from .codecs import EncoderConfig
+from .codecs import EncoderConfig, depth_config
+from .depth import Depth
+from .depth import view as depth_view
 from .errors import ConfigError, FrameError, ShmTooSmall, StateError, StreamencError
 from .ring import clean_stale
 
@@ -70,7 +72,8 @@ class Backend(Protocol):
         """Raise a failure already reported for these cameras, before a frame is put."""
 
     def put(self, camera: str, frame: np.ndarray, ts: int, episode: int, index: int) -> None:
-        """One validated HWC frame (any strides; uint8, or float in [0, 1])."""
+        """One validated frame: HWC (any strides; uint8, or float in [0, 1]), or for a depth
+        camera (H, W) in its dtype (or float64 for a float32 one)."""
 
     def seal(self, episode: int) -> None:
         """The last frame is in: start finishing, without waiting."""
@@ -87,24 +90,30 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _camera_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
+def _camera_shape(name: str, shape: tuple[int, ...] | Depth) -> tuple[int, ...]:
+    """(H, W, 3) for an RGB camera, (H, W) for a depth camera."""
     if not name or not re.fullmatch(r"[\w.\-]+", name):
         raise ConfigError(f"camera name {name!r} must be letters, digits, '_', '.' or '-'")
-    dims = tuple(int(d) for d in shape)
-    if len(dims) == 2:
-        dims = (*dims, 3)
+    if isinstance(shape, Depth):
+        dims: tuple[int, ...] = (*shape.shape, 3)  # checked as an RGB frame of that size would be
+    else:
+        dims = tuple(int(d) for d in shape)
+        if len(dims) == 2:
+            dims = (*dims, 3)
     if len(dims) != 3 or dims[2] != 3 or dims[0] < 16 or dims[1] < 16 or dims[0] % 2 or dims[1] % 2:
         raise ConfigError(
             f"camera {name!r}: shape must be (height, width) or (height, width, 3), "
             f"even and at least 16 px, got {shape}"
         )
-    return dims  # type: ignore[return-value]
+    return dims[:2] if isinstance(shape, Depth) else dims
 
 
 class Recorder:
     """Record camera frames to one MP4 per camera per episode.
 
-    ``cameras`` maps a name to (height, width). ``png_fallback``: True writes PNGs
+    ``cameras`` maps a name to (height, width) for an RGB camera, or to a ``Depth`` for
+    a depth camera (uint16 mm or float32 m frames, encoded as LeRobot 0.6's lossless
+    12-bit depth video with ``depth_encoder``, default ``depth_config()``). ``png_fallback``: True writes PNGs
     in LeRobot's layout instead of video; None (default) does that only when
     /dev/shm cannot hold even the smallest rings, with a warning; False raises
     ShmTooSmall then. ``overflow`` says what a full ring does: "spill" (default, for
@@ -115,10 +124,11 @@ class Recorder:
         self,
         root: str | Path,
         fps: int = 30,
-        cameras: dict[str, tuple[int, ...]] | None = None,
+        cameras: dict[str, tuple[int, ...] | Depth] | None = None,
         encoder: EncoderConfig | None = None,
         png_fallback: bool | None = None,
         *,
+        depth_encoder: EncoderConfig | None = None,
         overflow: str = "spill",
         slots: int | None = None,
         spill_dir: str | Path | None = None,
@@ -132,8 +142,18 @@ class Recorder:
             raise ConfigError(f"slots must be at least {MIN_SLOTS}, got {slots}")
         self.root = Path(root)
         self.fps = fps
-        self.cameras = {n: _camera_shape(n, s) for n, s in (cameras or {"front": (480, 640)}).items()}
+        declared = cameras or {"front": (480, 640)}
+        self.cameras = {n: _camera_shape(n, s) for n, s in declared.items()}
+        self.depth = {n: s for n, s in declared.items() if isinstance(s, Depth)}
         self.config = encoder or EncoderConfig()
+        self.depth_config = depth_encoder or depth_config()
+        if not self.depth_config.depth:
+            raise ConfigError(
+                f"depth_encoder must encode 12-bit gray codes (pix_fmt gray12le, vcodec libx265), "
+                f"got {self.depth_config.vcodec} {self.depth_config.pix_fmt}; see streamenc.depth_config()"
+            )
+        if self.config.depth:
+            raise ConfigError("encoder is for RGB cameras; gray12le is a depth format (depth_encoder=)")
         self.overflow = overflow
         self.spill_dir = Path(spill_dir) if spill_dir else self.root / ".spill"
         self._episode: int | None = None
@@ -155,6 +175,8 @@ class Recorder:
                     fps,
                     self.cameras,
                     self.config,
+                    depth=self.depth,
+                    depth_config=self.depth_config,
                     overflow=overflow,
                     slots=slots,
                     spill_dir=self.spill_dir,
@@ -170,7 +192,7 @@ class Recorder:
     def _png(self) -> Backend:
         from .png import PngBackend
 
-        return PngBackend(self.root, self.cameras, threads=max(2, 2 * len(self.cameras)))
+        return PngBackend(self.root, self.cameras, threads=max(2, 2 * len(self.cameras)), depth=self.depth)
 
     @property
     def codec(self) -> str:
@@ -216,29 +238,37 @@ class Recorder:
                 f"cameras do not match: unknown {sorted(unknown)}, missing {sorted(missing)}; "
                 f"declared {sorted(self.cameras)}"
             )
-        for cam, frame in frames.items():
-            framelib.strict(cam, frame, self.cameras[cam])
+        views = {cam: self._valid(cam, frame, strict=True) for cam, frame in frames.items()}
         index = self._index
         if any(n != index for n in self._counts.values()):
             raise StateError("cameras are out of step in this episode: add_frame cannot follow add_camera_frame")
         self._backend.check(frames)
         ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
-        for cam, frame in frames.items():
-            self._put(cam, frame, ts)
+        for cam, view in views.items():
+            self._put(cam, view, ts)
         return index
 
     def add_camera_frame(self, camera: str, frame: object, timestamp_ns: int | None = None) -> int:
         """Hand one camera's next frame over, for loops that deliver cameras one at a time.
 
         Accepts what LeRobot accepts: HWC or CHW, uint8 or float in [0, 1], or a PIL
-        image; it is converted in one pass into the ring slot. Returns its index.
+        image; it is converted in one pass into the ring slot. A depth camera takes
+        (H, W), (H, W, 1) or (1, H, W) in its dtype. Returns its index.
         """
         self._check_taking_frames()
         if camera not in self.cameras:
             raise FrameError(f"unknown camera {camera!r}; declared {sorted(self.cameras)}")
-        view = framelib.lenient(camera, frame, self.cameras[camera])
+        view = self._valid(camera, frame, strict=False)
         self._backend.check((camera,))
         return self._put(camera, view, time.monotonic_ns() if timestamp_ns is None else timestamp_ns)
+
+    def _valid(self, camera: str, frame: object, strict: bool) -> np.ndarray:
+        """The view of ``frame`` the backend takes; FrameError when it cannot be one."""
+        if camera in self.depth:
+            return depth_view(camera, frame, self.depth[camera])
+        if strict:
+            return framelib.strict(camera, frame, self.cameras[camera])  # type: ignore[arg-type]
+        return framelib.lenient(camera, frame, self.cameras[camera])  # type: ignore[arg-type]
 
     def _put(self, camera: str, frame: np.ndarray, ts: int) -> int:
         """The tail of add_frame and add_camera_frame: one validated frame to the backend."""

@@ -73,6 +73,46 @@ class SyntheticCamera:
         return self.frame(index).copy()
 
 
+class SyntheticDepth:
+    """A depth camera's frames: a smooth tilted floor-and-wall depth field with a ripple,
+    a disc moving in front of it, sensor noise, and a few invalid (0) pixels, as a
+    RealSense gives them. ``dtype`` "uint16" gives millimetres, "float32" metres.
+    Frames come from a rendered pool, like SyntheticCamera's; ``frame(i)`` is a view."""
+
+    def __init__(
+        self, height: int = 480, width: int = 640, dtype: str = "uint16", pool: int = 30, seed: int = 0
+    ) -> None:
+        self.shape = (height, width)
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        y = np.linspace(0, 1, height)[:, None]
+        x = np.linspace(0, 1, width)[None, :]
+        base = 0.6 + 2.4 * y + 0.3 * x + 0.05 * np.sin(6 * np.pi * x) * np.cos(4 * np.pi * y)  # metres
+        frames = []
+        for k in range(pool):
+            t = k / pool * 2 * np.pi
+            d = base.copy()
+            cy, cx = height * (0.5 + 0.25 * np.sin(t)), width * (0.5 + 0.3 * np.cos(t))
+            r2 = ((np.arange(height)[:, None] - cy) / (height / 6)) ** 2 + (
+                (np.arange(width)[None, :] - cx) / (height / 6)
+            ) ** 2
+            d = np.where(r2 < 1, 0.45 + 0.05 * r2, d)  # a rounded object 0.45-0.5 m away
+            d = d + rng.normal(0, 0.002, d.shape) * d  # noise grows with distance
+            d[rng.random(d.shape) < 0.002] = 0  # dropouts: no return
+            frames.append((d * 1000).round().astype(np.uint16) if self.dtype == np.uint16 else d.astype(np.float32))
+        self._pool = frames
+
+    def frame(self, index: int) -> np.ndarray:
+        """Depth frame ``index``, (H, W) in the camera's dtype, with the index stamped as
+        blocks of 0 and 255 (mm or m) so that every frame differs (a view: copy it to keep it)."""
+        frame = self._pool[index % len(self._pool)]
+        stamp(frame[..., None], index)
+        return frame
+
+    def expected(self, index: int) -> np.ndarray:
+        return self.frame(index).copy()
+
+
 class Pacer:
     """Paces a loop at ``fps`` as a camera-driven record loop is.
 

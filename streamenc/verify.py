@@ -1,5 +1,6 @@
 """Read back what was recorded: decode a video, stopping quietly at a truncated tail,
-and check frames stamped by streamenc.synthetic for count, order and pixel error."""
+and check frames stamped by streamenc.synthetic for count, order and pixel error (for
+depth: that every frame's 12-bit codes are exactly those of the frame sent)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .synthetic import SyntheticCamera, read_index
+from .depth import Depth, quantize
+from .synthetic import SyntheticCamera, SyntheticDepth, read_index
 
 
-def decode(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (time in seconds, HWC uint8 RGB) for every decodable frame.
+def decode(path: str | Path, fmt: str = "rgb24") -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (time in seconds, frame) for every decodable frame: HWC uint8 RGB, or with
+    ``fmt="gray12le"`` a depth video's (H, W) uint16 codes.
 
     A file cut short by a crash ends in a partial fragment; decoding stops at the
     first corrupt packet and drains the frames the decoder already holds.
@@ -25,7 +28,7 @@ def decode(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
 
         def out(frames):
             for frame in frames:
-                yield float(frame.pts * tb), frame.to_ndarray(format="rgb24")
+                yield float(frame.pts * tb), frame.to_ndarray(format=fmt)
 
         for packet in container.demux(stream):
             if packet.size and packet.is_corrupt:
@@ -75,4 +78,19 @@ def check(path: str | Path, camera: SyntheticCamera | None = None) -> VideoCheck
         if camera is not None:
             err = float(np.abs(img.astype(np.int16) - camera.expected(index).astype(np.int16)).mean())
             out.max_mean_abs_error = max(out.max_mean_abs_error, err)
+    return out
+
+
+def check_depth(path: str | Path, camera: SyntheticDepth, spec: Depth) -> VideoCheck:
+    """Decode a depth video; frame k is in order only if its codes equal, exactly, those of
+    the camera's frame k quantized (``indices`` holds -1 where not). ``max_mean_abs_error``
+    is the largest code difference seen (0 for lossless)."""
+    out = VideoCheck()
+    for k, (t, codes) in enumerate(decode(path, "gray12le")):
+        want = quantize(camera.expected(k), spec)
+        diff = int(np.abs(codes.astype(np.int32) - want).max())
+        out.frames += 1
+        out.indices.append(k if diff == 0 else -1)
+        out.times.append(t)
+        out.max_mean_abs_error = max(out.max_mean_abs_error, float(diff))
     return out

@@ -18,6 +18,7 @@ import numpy as np
 from . import frames as framelib
 from . import parts, sched
 from .codecs import EncoderConfig, default_threads, select
+from .depth import Depth
 from .encoder import EncoderProcess
 from .errors import EncoderError, PeerDied, RingTimeout, ShmTooSmall
 from .protocol import Cancel, Cancelled, EncoderSpec, End, Ended, Failed, Start, Started, error_for
@@ -34,29 +35,36 @@ RESTART_WINDOW_S = 10.0
 PROGRESS_AFTER_S = 1.0
 
 
-def default_slots(shape: tuple[int, ...]) -> int:
-    return int(min(MAX_SLOTS, max(MIN_SLOTS, RING_BUDGET_BYTES // int(np.prod(shape)))))
+def default_slots(shape: tuple[int, ...], dtype: str = "uint8") -> int:
+    frame = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return int(min(MAX_SLOTS, max(MIN_SLOTS, RING_BUDGET_BYTES // frame)))
 
 
-def plan_slots(shapes: list[tuple[int, ...]], wanted: int | None, free: int) -> list[int]:
+def plan_slots(
+    shapes: list[tuple[int, ...]], wanted: int | None, free: int, dtypes: list[str] | None = None
+) -> list[int]:
     """Slots per camera: the wanted number, or fewer (down to MIN_SLOTS) so that all rings
     fit in /dev/shm. Raises ShmTooSmall when even MIN_SLOTS do not fit."""
-    slots = [wanted or default_slots(s) for s in shapes]
-    need = sum(ring_bytes(s, "uint8", n) for s, n in zip(shapes, slots, strict=True))
-    if need <= free:
+    rings = list(zip(shapes, dtypes or ["uint8"] * len(shapes), strict=True))
+    slots = [wanted or default_slots(s, d) for s, d in rings]
+
+    def need(counts: list[int]) -> int:
+        return sum(ring_bytes(s, d, n) for (s, d), n in zip(rings, counts, strict=True))
+
+    if need(slots) <= free:
         return slots
-    floor = sum(ring_bytes(s, "uint8", MIN_SLOTS) for s in shapes)
+    floor = need([MIN_SLOTS] * len(rings))
     if floor > free:
         raise ShmTooSmall(floor, free)
-    scale = free / need
+    scale = free / need(slots)
     slots = [max(MIN_SLOTS, int(n * scale)) for n in slots]
-    while sum(ring_bytes(s, "uint8", n) for s, n in zip(shapes, slots, strict=True)) > free:
+    while need(slots) > free:
         slots = [max(MIN_SLOTS, n - 1) for n in slots]
     log.warning(
         "streamenc: /dev/shm has %.0f MiB free; rings use %s slots instead of %s",
         free / 2**20,
         slots,
-        [wanted or default_slots(s) for s in shapes],
+        [wanted or default_slots(s, d) for s, d in rings],
     )
     return slots
 
@@ -64,9 +72,9 @@ def plan_slots(shapes: list[tuple[int, ...]], wanted: int | None, free: int) -> 
 class _Camera:
     """One camera's ring, spill file and encoder process, and this episode's counts."""
 
-    def __init__(self, name: str, shape: tuple[int, ...], slots: int, spec: dict, spill_dir: Path) -> None:
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: str, slots: int, spec: dict, spill_dir: Path) -> None:
         self.name, self.shape = name, shape
-        self.ring = FrameRing.create(shape, "uint8", slots=slots)
+        self.ring = FrameRing.create(shape, dtype, slots=slots)
         self.spill = SpillWriter(spill_dir / f"{name}-{self.ring.name}.spill", self.ring)
         self.spec = EncoderSpec(name, self.ring.name, str(self.spill.path), **spec)
         self.enc = EncoderProcess(self.spec)
@@ -225,25 +233,31 @@ class VideoBackend:
         cameras: dict[str, tuple[int, ...]],
         config: EncoderConfig,
         *,
+        depth: dict[str, Depth] | None = None,
+        depth_config: EncoderConfig | None = None,
         overflow: str,
         slots: int | None,
         spill_dir: Path,
         warn_behind_s: float,
     ) -> None:
         self.fps, self.overflow, self.warn_behind_s = fps, overflow, warn_behind_s
-        self.codec = select(config)
+        depth = depth or {}
         self._cams: dict[str, _Camera] = {}
         names = list(cameras)
-        plan = plan_slots([cameras[n] for n in names], slots, shm_free_bytes())
-        spec = {
-            "fps": fps,
-            "vcodec": self.codec,
-            "config": config,
-            "threads": config.threads or default_threads(len(names)),
-        }
+        rgb = [n for n in names if n not in depth]
+        self.codec = select(config) if rgb or not depth else select(depth_config)
+        dtypes = [depth[n].dtype if n in depth else "uint8" for n in names]
+        plan = plan_slots([cameras[n] for n in names], slots, shm_free_bytes(), dtypes)
+        threads = default_threads(len(names))
+        specs = {"rgb": {"fps": fps, "vcodec": self.codec, "config": config, "threads": config.threads or threads}}
+        if depth:
+            vcodec = select(depth_config)
+            specs["depth"] = {"fps": fps, "vcodec": vcodec, "config": depth_config}
+            specs["depth"]["threads"] = depth_config.threads or threads
         try:
-            for name, n in zip(names, plan, strict=True):
-                self._cams[name] = _Camera(name, cameras[name], n, spec, spill_dir)
+            for name, dtype, n in zip(names, dtypes, plan, strict=True):
+                spec = specs["rgb"] if name not in depth else {**specs["depth"], "depth": depth[name]}
+                self._cams[name] = _Camera(name, cameras[name], dtype, n, spec, spill_dir)
             for cam in self._cams.values():
                 cam.enc.wait_ready()
         except BaseException:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from . import parts, sched
-from .codecs import EncoderConfig, codec_options, input_format, quiet_svt, stream_pix_fmt
+from .codecs import DEPTH_PIX_FMT, EncoderConfig, codec_options, input_format, quiet_svt, stream_pix_fmt
+from .depth import DepthStats, Quantizer
 from .errors import PeerDied, RingTimeout
 from .protocol import (
     Cancel,
@@ -68,7 +69,11 @@ class _Episode:
         self.cancel = False
         self.error: Failed | None = None
         self.error_sent = False
-        self.stats = EpisodeStats(shape[0], shape[1], shape[2])
+        self.quantize = Quantizer(spec.depth) if spec.depth is not None else None
+        if spec.depth is not None:
+            self.stats: EpisodeStats | DepthStats = DepthStats(shape[0], shape[1], spec.depth.dtype)
+        else:
+            self.stats = EpisodeStats(shape[0], shape[1], shape[2])
         self.held: deque = deque()  # (frame index, release callable) in encode order
         # resume after a crash: what earlier parts hold durably is kept, we go on after it
         self.start = 0
@@ -130,9 +135,15 @@ class _Episode:
     def _encode(self, frame_index: int, array: np.ndarray) -> None:
         import av
 
-        frame = av.VideoFrame.from_numpy_buffer(array.copy() if self.must_copy else array, format="rgb24")
-        if self.convert_to:
-            frame = frame.reformat(format=self.convert_to)
+        if self.quantize is not None:  # depth: 12-bit codes straight into a new frame's plane
+            h, w = array.shape
+            frame = av.VideoFrame(w, h, DEPTH_PIX_FMT)
+            plane = frame.planes[0]
+            self.quantize(array, np.frombuffer(plane, np.uint16).reshape(h, plane.line_size // 2)[:, :w])
+        else:
+            frame = av.VideoFrame.from_numpy_buffer(array.copy() if self.must_copy else array, format="rgb24")
+            if self.convert_to:
+                frame = frame.reformat(format=self.convert_to)
         frame.pts = frame_index
         frame.time_base = self.stream.codec_context.time_base
         self._mux(self.stream.encode(frame))

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from streamenc import ConfigError, EncoderConfig, EncoderUnavailable, probe
-from streamenc.codecs import codec_options, input_format, rejection_cause, select
+from streamenc.codecs import codec_options, depth_config, input_format, rejection_cause, select
 
 
 def test_defaults_are_lerobots():
@@ -56,7 +56,18 @@ def test_x265_mapping_has_no_b_frames_and_caps_its_pool():
 
 
 def test_extra_options_pass_through():
-    assert codec_options(EncoderConfig(extra={"svtav1-params": "tune=0"}))["svtav1-params"] == "tune=0"
+    opts = codec_options(EncoderConfig(extra={"svtav1-params": "tune=0", "tile-columns": "1"}))
+    # a *-params string adds to ours, after them (the encoder takes the last value of a key)
+    assert opts["svtav1-params"] == "lookahead=0:hierarchical-levels=2:tune=0"
+    assert opts["tile-columns"] == "1"
+    x265 = codec_options(depth_config(), threads=2)
+    assert x265["x265-params"] == "bframes=0:log-level=error:pools=2:lossless=1"
+
+
+def test_depth_pix_fmt_is_for_libx265_only():
+    with pytest.raises(ConfigError, match="libx265 only"):
+        EncoderConfig(vcodec="libsvtav1", pix_fmt="gray12le")
+    assert select(depth_config()) == "libx265"
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ import streamenc.lerobot as sl
 from streamenc import ConfigError, FrameError, Recorder
 from streamenc.codecs import AUTO_ORDER
 from streamenc.stats import downsample_factor
-from streamenc.synthetic import SyntheticCamera, read_index
+from streamenc.synthetic import SyntheticCamera, SyntheticDepth, read_index
 
 pytestmark = pytest.mark.lerobot
 
@@ -501,18 +501,124 @@ def test_resuming_a_dataset_lerobot_recorded_itself_appends_episodes_that_read_b
     _check_dataset(root, cams, [24, 31])
 
 
-@pytest.mark.skipif(not RGB_CONFIG, reason="depth features arrived in lerobot 0.6.0")
-def test_depth_features_are_refused_clearly_until_streamenc_records_them(tmp_path):
-    feats = _features()
-    feats["observation.images.depth"] = {
+DEPTH = "observation.images.depth"
+
+
+def _depth_features() -> dict:
+    feats = {k: v for k, v in _features().items() if k != KEYS[1]}
+    feats[DEPTH] = {
         "dtype": "video",
         "shape": (H, W, 1),
         "names": ["height", "width", "channels"],
         "info": {"is_depth_map": True},
     }
-    ds = _create(tmp_path / "ds", feats)
-    with pytest.raises(ConfigError, match=r"depth features \['observation.images.depth'\]"):
-        sl.install(ds)
+    return feats
+
+
+def _record_depth(ds, rgb, depth, episodes=((0, 30), (1, 20))) -> None:
+    for ep, n in episodes:
+        for i in range(n):
+            ds.add_frame(
+                {
+                    KEYS[0]: rgb.frame(i),
+                    DEPTH: depth.frame(i)[..., None],
+                    "observation.state": np.array([ep, i], np.float32),
+                    "task": "pick",
+                }
+            )
+        ds.save_episode()
+    ds.finalize()
+
+
+def _depth_outcome(root: Path) -> tuple[dict, list, list]:
+    """info.json's depth feature, its per-episode stats, and every frame's depth as
+    LeRobotDataset.__getitem__ returns it."""
+    info = json.loads((root / "meta" / "info.json").read_text())["features"][DEPTH]
+    ds = LeRobotDataset(REPO, root=root)
+    prefix = f"stats/{DEPTH}/"
+    stats = []
+    for f in sorted((root / "meta" / "episodes").rglob("*.parquet")):
+        for ep in pq.read_table(f).to_pylist():
+            stats.append({k[len(prefix) :]: np.array(v, dtype=float) for k, v in ep.items() if k.startswith(prefix)})
+    assert stats and all("count" in s for s in stats)
+    return info, stats, [ds[i][DEPTH] for i in range(len(ds))]
+
+
+def _assert_same_depth_stats(ours: dict, theirs: dict) -> None:
+    assert set(ours) == set(theirs)
+    for key in ours:
+        assert ours[key].shape == theirs[key].shape, key
+    assert ours["count"].tolist() == theirs["count"].tolist()
+    for key in ("min", "max", "mean", "std"):
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, err_msg=key)
+    # LeRobot reads quantiles off a 5000-bin histogram over [min, max]; ours are exact
+    # (uint16) or 2^-12 of the value: they agree to LeRobot's bin width
+    width = float((theirs["max"] - theirs["min"]).max()) / 5000
+    for q in ("q01", "q10", "q50", "q90", "q99"):
+        np.testing.assert_allclose(ours[q], theirs[q], atol=width, rtol=2.0**-12, err_msg=q)
+
+
+@pytest.mark.skipif(not RGB_CONFIG, reason="depth features arrived in lerobot 0.6.0")
+def test_depth_records_as_lerobots_own_paths_do_uint16(tmp_path):
+    """uint16 millimetres through streamenc, LeRobot's PNG/TIFF path and its stream encoder:
+    the same info.json, the same stats, and __getitem__ equal to the bit (lossless codes)."""
+    rgb, depth = SyntheticCamera(H, W, seed=1), SyntheticDepth(H, W, "uint16", seed=2)
+    ds = sl.install(_create(tmp_path / "ours", _depth_features()))
+    enc = sl.encoder_of(ds)
+    assert enc.depth[DEPTH].dtype == "uint16"
+    assert enc.recorder.health()["observation.images.depth"].pid > 0
+    _record_depth(ds, rgb, depth)
+    assert not list((tmp_path / "ours" / "images").rglob("*.tiff")), "a TIFF was written"
+    _record_depth(_create(tmp_path / "png", _depth_features()), rgb, depth)
+    _record_depth(_create(tmp_path / "stream", _depth_features(), streaming_encoding=True), rgb, depth)
+    ours, png, stream = (_depth_outcome(tmp_path / d) for d in ("ours", "png", "stream"))
+    assert ours[0]["info"].pop("video.preset") == "ultrafast"  # what we used (lossless at any preset)
+    for theirs in (png, stream):
+        assert theirs[0]["info"].pop("video.preset") is None  # LeRobot's: x265's own default
+        assert ours[0] == theirs[0]
+        assert len(ours[2]) == len(theirs[2]) == 50
+        for a, b in zip(ours[2], theirs[2], strict=True):
+            assert a.shape == (1, H, W) and torch_equal(a, b)
+    assert ours[0]["info"]["depth_unit"] == "mm" and ours[0]["info"]["video.pix_fmt"] == "gray12le"
+    for a, b in zip(ours[1], png[1], strict=True):  # LeRobot's stream path counts pixels, not frames
+        _assert_same_depth_stats(a, b)
+
+
+@pytest.mark.skipif(not RGB_CONFIG, reason="depth features arrived in lerobot 0.6.0")
+def test_depth_records_as_lerobot_does_float32_then_resumes(tmp_path, caplog):
+    """float32 metres: the rings were made for uint16 (the default), so the first frame
+    makes them again, once, with a warning; a resumed dataset knows its unit at install."""
+    import torch
+    from lerobot.datasets.depth_utils import dequantize_depth, quantize_depth
+
+    rgb, depth = SyntheticCamera(H, W, seed=1), SyntheticDepth(H, W, "float32", seed=2)
+    ds = sl.install(_create(tmp_path / "ours", _depth_features()))
+    with caplog.at_level("WARNING", logger="streamenc"):
+        _record_depth(ds, rgb, depth)
+    assert any("come as ['float32']" in r.message for r in caplog.records)
+    _record_depth(_create(tmp_path / "png", _depth_features()), rgb, depth)
+    ours, png = _depth_outcome(tmp_path / "ours"), _depth_outcome(tmp_path / "png")
+    assert ours[0]["info"]["depth_unit"] == png[0]["info"]["depth_unit"] == "m"
+    for a, b in zip(ours[2], png[2], strict=True):
+        assert torch_equal(a, b)
+    for a, b in zip(ours[1], png[1], strict=True):
+        _assert_same_depth_stats(a, b)
+
+    caplog.clear()
+    again = sl.install(_resume(tmp_path / "ours"))
+    assert sl.encoder_of(again).depth[DEPTH].dtype == "float32"
+    with caplog.at_level("WARNING", logger="streamenc"):
+        _record_depth(again, rgb, depth, episodes=((2, 15),))
+    assert not any("come as" in r.message for r in caplog.records)
+    _, _, frames = _depth_outcome(tmp_path / "ours")
+    assert len(frames) == 65
+    for i, got in enumerate(frames[50:]):
+        codes = quantize_depth(depth.expected(i), video_backend=None)  # as the decoder hands them over:
+        assert torch_equal(got, dequantize_depth(torch.from_numpy(codes)[None]))  # (1, H, W) uint16 tensor
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def test_the_entry_points_open_installed_datasets_and_put_lerobot_back(tmp_path):
