@@ -12,7 +12,7 @@ LEROBOT06 := $(VENV06)/.installed
 OUT    ?= bench/out
 INSTALLED ?= build/venv-installed
 
-.PHONY: bench-lerobot06 venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
+.PHONY: bench-lerobot06 bench-depth venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -113,6 +113,11 @@ bench-loop: venv $(LEROBOT)
 # The same LeRobot benchmark through lerobot 0.6.1 on Python 3.12.
 bench-lerobot06: $(LEROBOT06)
 	HF_HUB_OFFLINE=1 $(VENV06)/bin/python bench/lerobot_bench.py --out $(OUT)/lerobot06
+
+# 1 RGB + 1 depth camera at 480p through lerobot 0.6.1: LeRobot's png and stream paths and
+# streamenc, then x265 lossless depth against SVT-AV1 RGB per frame.
+bench-depth: $(LEROBOT06)
+	HF_HUB_OFFLINE=1 $(VENV06)/bin/python bench/depth_bench.py --out $(OUT)/depth
 
 bench-overload: venv
 	mkdir -p $(OUT)

@@ -253,7 +253,10 @@ class VideoBackend:
         if depth:
             vcodec = select(depth_config)
             specs["depth"] = {"fps": fps, "vcodec": vcodec, "config": depth_config}
-            specs["depth"]["threads"] = depth_config.threads or threads
+            # all cores for each depth encoder, not a share: x265 lossless costs ~4x SVT-AV1's
+            # RGB per frame and is too slow on one core for 480p at 30 fps (docs/benchmarks.md);
+            # its threads are SCHED_IDLE like every encoder's, so the loop still comes first
+            specs["depth"]["threads"] = depth_config.threads or default_threads(1)
         try:
             for name, dtype, n in zip(names, dtypes, plan, strict=True):
                 spec = specs["rgb"] if name not in depth else {**specs["depth"], "depth": depth[name]}

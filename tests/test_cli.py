@@ -41,6 +41,15 @@ def test_record_synthetic_writes_a_checked_video(tmp_path):
         assert result.frames == 30 and result.in_order()
 
 
+def test_record_synthetic_with_a_depth_camera_checks_its_codes(tmp_path):
+    out = streamenc(
+        "record", "--synthetic", "--cameras", "1", "--size", "160x120", "--seconds", "1", "--depth", "float32",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "depth: 30 frames" in out.stdout and "(libx265; 12-bit codes identical to the frames sent)" in out.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
