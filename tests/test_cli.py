@@ -139,3 +139,15 @@ def test_bench_without_the_bench_extra_says_what_to_install_in_one_line(tmp_path
 
 def test_clean_bad_argument():
     one_line_error(streamenc("clean", "--force"), 2, "unrecognized arguments: --force")
+
+
+@pytest.mark.slow
+def test_demo_reports_every_frame_and_exact_depth_codes(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "streamenc.demo", "--seconds", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "encoders: libsvtav1, libx265" in out.stdout
+    assert out.stdout.count("12-bit codes round-trip exactly: True (largest code error 0)") == 2
+    assert out.stdout.count("in order: True") == 4 and "every frame is there" in out.stdout
