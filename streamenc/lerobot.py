@@ -386,7 +386,7 @@ class StreamencVideoEncoder:
         changed its episode buffer: a refused frame then records nothing, for any key."""
         for key, shape in self.shapes.items():
             value = frame.get(key)
-            if key in self.depth and value is not None:
+            if key in self.depth and isinstance(value, np.ndarray):  # tensors: LeRobot converts them first
                 depth_view(key, value, self._depth_spec_for(key, value))
             elif isinstance(value, np.ndarray) or framelib.is_pil(value):
                 framelib.lenient(key, value, shape)  # type: ignore[arg-type]

@@ -113,10 +113,10 @@ class Recorder:
 
     ``cameras`` maps a name to (height, width) for an RGB camera, or to a ``Depth`` for
     a depth camera (uint16 mm or float32 m frames, encoded as LeRobot 0.6's lossless
-    12-bit depth video with ``depth_encoder``, default ``depth_config()``). ``png_fallback``: True writes PNGs
-    in LeRobot's layout instead of video; None (default) does that only when
-    /dev/shm cannot hold even the smallest rings, with a warning; False raises
-    ShmTooSmall then. ``overflow`` says what a full ring does: "spill" (default, for
+    12-bit depth video with ``depth_encoder``, default ``depth_config()``).
+    ``png_fallback``: True writes PNGs (TIFFs for depth) in LeRobot's layout instead of
+    video; None (default) does that only when /dev/shm cannot hold even the smallest
+    rings, with a warning; False raises ShmTooSmall then. ``overflow`` says what a full ring does: "spill" (default, for
     live recording), "block" (offline conversion), or "drop" (counted).
     """
 

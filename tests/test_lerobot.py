@@ -515,13 +515,16 @@ def _depth_features() -> dict:
     return feats
 
 
-def _record_depth(ds, rgb, depth, episodes=((0, 30), (1, 20))) -> None:
+def _record_depth(ds, rgb, depth, episodes=((0, 30), (1, 20)), tensors: bool = False) -> None:
+    import torch
+
     for ep, n in episodes:
         for i in range(n):
+            d = depth.frame(i)[..., None]
             ds.add_frame(
                 {
                     KEYS[0]: rgb.frame(i),
-                    DEPTH: depth.frame(i)[..., None],
+                    DEPTH: torch.from_numpy(d.copy()) if tensors and i % 3 == 0 else d,  # as robots hand them over
                     "observation.state": np.array([ep, i], np.float32),
                     "task": "pick",
                 }
@@ -594,7 +597,7 @@ def test_depth_records_as_lerobot_does_float32_then_resumes(tmp_path, caplog):
     rgb, depth = SyntheticCamera(H, W, seed=1), SyntheticDepth(H, W, "float32", seed=2)
     ds = sl.install(_create(tmp_path / "ours", _depth_features()))
     with caplog.at_level("WARNING", logger="streamenc"):
-        _record_depth(ds, rgb, depth)
+        _record_depth(ds, rgb, depth, tensors=True)
     assert any("come as ['float32']" in r.message for r in caplog.records)
     _record_depth(_create(tmp_path / "png", _depth_features()), rgb, depth)
     ours, png = _depth_outcome(tmp_path / "ours"), _depth_outcome(tmp_path / "png")
