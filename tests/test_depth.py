@@ -15,6 +15,7 @@ import av
 import numpy as np
 import psutil
 import pytest
+from helpers import wait_for
 from PIL import Image
 
 from streamenc import Depth, EncoderConfig, FrameError, Recorder
@@ -261,10 +262,7 @@ def test_kill_9_of_the_recorder_leaves_a_playable_depth_video_with_exact_codes(t
         added = int(proc.stdout.readline())
     proc.kill()
     proc.wait(10)
-    deadline = time.monotonic() + 20
-    while psutil.pid_exists(encoder) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not psutil.pid_exists(encoder), "the encoder outlived its recorder"
+    wait_for(lambda: not psutil.pid_exists(encoder), 20, "the encoder to end after its recorder")
     video = tmp_path / "videos" / "depth" / "episode-000000.mp4"
     c = check_depth(video, SyntheticDepth(240, 320), Depth(240, 320))
     assert added <= c.frames <= added + 1 and c.in_order(c.frames), (added, c.frames, c.indices[-5:])
