@@ -42,9 +42,13 @@ class Depth:
     use_log: bool = True
 
     def __post_init__(self) -> None:
-        if str(np.dtype(self.dtype)) not in DTYPES:
+        try:
+            dtype = str(np.dtype(self.dtype))
+        except TypeError:
+            dtype = ""
+        if dtype not in DTYPES:
             raise ConfigError(f"depth dtype must be uint16 (millimetres) or float32 (metres), got {self.dtype!r}")
-        object.__setattr__(self, "dtype", str(np.dtype(self.dtype)))
+        object.__setattr__(self, "dtype", dtype)
         if not self.depth_max > self.depth_min:
             raise ConfigError(f"depth_max ({self.depth_max}) must be above depth_min ({self.depth_min})")
         if self.use_log and not self.depth_min + self.shift > 0:

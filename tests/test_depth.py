@@ -274,5 +274,6 @@ def test_depth_encoder_must_be_a_12_bit_gray_config(tmp_path):
 
     with pytest.raises(ConfigError, match="depth_encoder must encode 12-bit gray"):
         Recorder(tmp_path, FPS, {"d": Depth(H, W)}, depth_encoder=EncoderConfig())
-    with pytest.raises(ConfigError, match="uint16 \\(millimetres\\) or float32"):
-        Depth(H, W, "float64")
+    for dtype in ("float64", "millimetres", np.uint8):
+        with pytest.raises(ConfigError, match="uint16 \\(millimetres\\) or float32"):
+            Depth(H, W, dtype)
