@@ -188,10 +188,13 @@ def test_close_ends_processes_and_segments_even_when_the_body_raises(tmp_path, c
 
 SIGINT_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from streamenc import Recorder
     from streamenc.synthetic import SyntheticCamera
 
+    # Ctrl-C as a terminal delivers it, also where the test runs as a background job
+    # (which starts with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cam = SyntheticCamera(240, 320)
     rec = Recorder(sys.argv[1], fps=30, cameras={"front": (240, 320)})
     if sys.argv[2] == "with":
