@@ -25,6 +25,7 @@ lerobot has, not by its version string:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import importlib.metadata
 import logging
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from . import chunks
 from . import frames as framelib
 from .codecs import DEPTH_PIX_FMT, NVENC, EncoderConfig, depth_config, probe
 from .depth import Depth
@@ -510,10 +512,15 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
         lerobot_add_frame(frame)
 
     lerobot_save_episode = dataset.save_episode
+    _hook_appends()
 
     def save_episode(*args: Any, **kwargs: Any) -> None:
         encoder.seal()
-        lerobot_save_episode(*args, **kwargs)
+        token = _saving.set(dataset)
+        try:
+            lerobot_save_episode(*args, **kwargs)
+        finally:
+            _saving.reset(token)
 
     add_frame.__doc__ = lerobot_add_frame.__doc__
     save_episode.__doc__ = lerobot_save_episode.__doc__
@@ -529,6 +536,58 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
         if seams.owner is not dataset and hasattr(dataset, "start_image_writer"):
             dataset.start_image_writer = _image_writer_not_needed
     return dataset
+
+
+# The dataset whose save_episode is running, for the append hook below.
+_saving: contextvars.ContextVar[Any] = contextvars.ContextVar("streamenc_saving", default=None)
+# Where LeRobot's save path calls concatenate_video_files: 0.6.x, then 0.4.x and 0.5.x
+_SAVE_MODULES = ("lerobot.datasets.dataset_writer", "lerobot.datasets.lerobot_dataset")
+
+
+def _hook_appends() -> None:
+    """Make LeRobot's "chunk file + this episode -> chunk file" remux an in-place append
+    (``chunks.append``) while an installed dataset saves an episode; every other use of
+    ``concatenate_video_files`` (merging datasets, editing them, datasets without
+    streamenc) and whatever ``append`` declines goes to LeRobot's own function."""
+    import importlib
+
+    for name in _SAVE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        original = getattr(module, "concatenate_video_files", None)
+        if original is None or getattr(original, "_streamenc", False):
+            continue
+        module.concatenate_video_files = _appending(original)
+
+
+def _appending(original: Any) -> Any:
+    def concatenate_video_files(input_video_paths: list, output_video_path: Any, *args: Any, **kwargs: Any) -> Any:
+        dataset = _saving.get()
+        paths = [Path(p) for p in input_video_paths]
+        if dataset is not None and len(paths) == 2 and Path(output_video_path) == paths[0]:
+            key = paths[0].parent.parent.name  # videos/{key}/chunk-NNN/file-NNN.mp4
+            try:
+                chunks.append(paths[0], paths[1], keep_s=_recorded_end(dataset, key))
+                return None
+            except chunks.Unsupported as e:
+                log.info("streamenc: %s: LeRobot's full remux (%s)", paths[0], e)
+        return original(input_video_paths, output_video_path, *args, **kwargs)
+
+    concatenate_video_files._streamenc = True  # type: ignore[attr-defined]
+    concatenate_video_files.__doc__ = original.__doc__
+    return concatenate_video_files
+
+
+def _recorded_end(dataset: Any, key: str) -> float | None:
+    """Where the dataset's metadata says ``key``'s current chunk file ends (seconds)."""
+    latest = getattr(dataset.meta, "latest_episode", None)
+    try:
+        value = latest[f"videos/{key}/to_timestamp"]
+    except (TypeError, KeyError):
+        return None
+    return float(value[0] if isinstance(value, (list, tuple, np.ndarray)) else value)
 
 
 def _image_writer_not_needed(*args: Any, **kwargs: Any) -> None:

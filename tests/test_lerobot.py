@@ -26,7 +26,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetad
 from PIL import Image
 
 import streamenc.lerobot as sl
-from streamenc import ConfigError, FrameError, Recorder
+from streamenc import ConfigError, FrameError, Recorder, chunks
 from streamenc.codecs import AUTO_ORDER
 from streamenc.stats import downsample_factor
 from streamenc.synthetic import SyntheticCamera, SyntheticDepth, read_index
@@ -220,6 +220,33 @@ def test_three_episodes_two_cameras_read_back_through_lerobot(tmp_path, kind):
     ds.finalize()
     _check_dataset(root, cams, lengths)
     assert sl.encoder_of(ds).recorder is None  # finalize() ended the encoder processes
+    for f in (root / "videos").rglob("*.mp4"):  # episodes were appended in place, not remuxed
+        assert chunks.frames(f) == sum(lengths)
+
+
+def test_lerobots_own_video_tools_take_appended_chunk_files(tmp_path):
+    """concatenate_video_files (merging datasets) reads the appendable chunk files, and on
+    0.6.x so does delete_episodes, which cuts and re-encodes them."""
+    from lerobot.datasets.video_utils import concatenate_video_files
+
+    root = tmp_path / "ds"
+    cams, lengths = _cameras(), [20, 26, 17]
+    ds = sl.install(_create(root, vcodec="libsvtav1"))
+    for ep, n in enumerate(lengths):
+        _record(ds, cams, ep, n)
+    ds.finalize()
+    files = sorted((root / "videos").rglob("*.mp4"))
+    assert all(chunks.frames(f) == sum(lengths) for f in files)
+    out = tmp_path / "merged.mp4"
+    concatenate_video_files(files, out)
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2 * sum(lengths)
+    if RGB_CONFIG:
+        from lerobot.datasets.dataset_tools import delete_episodes
+
+        kept = delete_episodes(LeRobotDataset(REPO, root=root), [1], output_dir=tmp_path / "edited", repo_id=REPO)
+        assert len(kept) == lengths[0] + lengths[2]
+        _check_dataset(tmp_path / "edited", cams, [lengths[0], lengths[2]])
 
 
 def test_episode_stats_match_lerobot_compute_stats(tmp_path):

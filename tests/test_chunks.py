@@ -1,0 +1,129 @@
+"""Appendable chunk files: episodes appended in place read back as one video (PyAV and
+torchcodec, exact timestamps), earlier bytes are never rewritten, and a kill -9 at each
+step of an append leaves every earlier episode readable, with the next append going on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from streamenc import chunks, parts
+from streamenc.synthetic import SyntheticCamera, read_index
+from streamenc.verify import decode
+
+H, W, FPS = 120, 160, 30
+
+
+def _episode(path: Path, first: int, n: int, size: tuple[int, int] = (H, W)) -> Path:
+    """An episode file as streamenc's encoders write them (fragmented MP4, a fragment per
+    frame), its frames stamped first, first + 1, ..."""
+    cam = SyntheticCamera(*size)
+    with av.open(str(path), "w", format="mp4", options=dict(parts.CONTAINER_OPTIONS)) as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = size[1], size[0], "yuv420p"
+        s.time_base = Fraction(1, FPS)
+        s.options = {"g": "2", "bf": "0", "preset": "ultrafast", "crf": "20"}
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(cam.frame(first + i), format="rgb24").reformat(format="yuv420p")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def _read(path: Path) -> tuple[list[int], list[float]]:
+    got = [(t, read_index(img)) for t, img in decode(path)]
+    return [i for _, i in got], [t for t, _ in got]
+
+
+def _expected(episodes: list[tuple[int, int]]) -> list[int]:
+    return [first + i for first, n in episodes for i in range(n)]
+
+
+EPISODES = [(0, 30), (1000, 45), (2000, 21), (3000, 33)]
+
+
+def test_episodes_append_in_place_and_read_back_as_one_video(tmp_path):
+    files = [_episode(tmp_path / f"ep{k}.mp4", *e) for k, e in enumerate(EPISODES)]
+    chunk = tmp_path / "file-000.mp4"
+    shutil.copy(files[0], chunk)  # LeRobot moves the first episode into place
+    chunks.append(chunk, files[1])  # the first append converts the file, once
+    inode = chunk.stat().st_ino
+    body = chunk.read_bytes()[chunks.DATA_START :]
+    for f in files[2:]:
+        chunks.append(chunk, f)
+        assert chunk.stat().st_ino == inode  # appended in place
+        assert chunk.read_bytes()[chunks.DATA_START :].startswith(body)  # nothing before it rewritten
+        body = chunk.read_bytes()[chunks.DATA_START :]
+    indices, times = _read(chunk)
+    assert indices == _expected(EPISODES)
+    assert all(abs(t - k / FPS) < 1e-9 for k, t in enumerate(times))
+    with av.open(str(chunk)) as c:
+        s = c.streams.video[0]
+        assert s.frames == len(indices) and float(s.duration * s.time_base) == pytest.approx(len(indices) / FPS)
+
+    from torchcodec.decoders import VideoDecoder  # LeRobot's default reader
+
+    d = VideoDecoder(str(chunk), seek_mode="approximate")
+    picks = [0, 29, 30, 74, 75, 95, len(indices) - 1]
+    frames = d.get_frames_played_at([k / FPS for k in picks]).data
+    assert [read_index(f.permute(1, 2, 0).numpy()) for f in frames] == [indices[k] for k in picks]
+
+
+def test_a_different_stream_is_declined(tmp_path):
+    chunk = _episode(tmp_path / "c.mp4", 0, 10)
+    other = _episode(tmp_path / "o.mp4", 10, 10, size=(H * 2, W * 2))
+    with pytest.raises(chunks.Unsupported):
+        chunks.append(chunk, other)
+    assert _read(chunk)[0] == list(range(10))  # untouched
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from streamenc import chunks
+    step, seen = int(sys.argv[3]), [0]
+    sync = chunks._sync
+    def stop_after(f):
+        sync(f)
+        seen[0] += 1
+        if seen[0] == step:
+            print("at", step, flush=True)
+            time.sleep(60)
+    chunks._sync = stop_after
+    chunks.append(sys.argv[1], sys.argv[2])
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [1, 2, 3])  # killed after: the packets, the moov written, the moov typed
+def test_kill_9_mid_append_keeps_every_earlier_episode_and_the_next_append_goes_on(tmp_path, step):
+    files = [_episode(tmp_path / f"ep{k}.mp4", *e) for k, e in enumerate(EPISODES)]
+    chunk = tmp_path / "file-000.mp4"
+    shutil.copy(files[0], chunk)
+    chunks.append(chunk, files[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(chunk), str(files[2]), str(step)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == f"at {step}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    indices, _ = _read(chunk)
+    earlier = _expected(EPISODES[:2])
+    assert indices in (earlier, _expected(EPISODES[:3]))  # whole episodes, in order
+    # the dataset recorded two episodes: the next append drops what it never recorded
+    chunks.append(chunk, files[3], keep_s=len(earlier) / FPS)
+    assert _read(chunk)[0] == earlier + _expected(EPISODES[3:])
