@@ -12,7 +12,7 @@ LEROBOT06 := $(VENV06)/.installed
 OUT    ?= bench/out
 INSTALLED ?= build/venv-installed
 
-.PHONY: bench-lerobot06 bench-depth venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
+.PHONY: bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -118,6 +118,11 @@ bench-lerobot06: $(LEROBOT06)
 # streamenc, then x265 lossless depth against SVT-AV1 RGB per frame.
 bench-depth: $(LEROBOT06)
 	HF_HUB_OFFLINE=1 $(VENV06)/bin/python bench/depth_bench.py --out $(OUT)/depth
+
+# save_episode over 100 episodes (LeRobot's stream encoder, streamenc), then random access
+# to the chunk files against LeRobot's faststart files of the same episodes (lerobot 0.6.1).
+bench-chunks: $(LEROBOT06)
+	HF_HUB_OFFLINE=1 $(VENV06)/bin/python bench/chunk_bench.py --out $(OUT)/chunks
 
 bench-overload: venv
 	mkdir -p $(OUT)

@@ -81,24 +81,6 @@ def parse(data: bytes, kind: bytes = b"root") -> Box:
     return box
 
 
-def top_level(f) -> list[tuple[bytes, int, int]]:
-    """(type, offset, size) of a file's top-level boxes; size 0 means "to the end"."""
-    out, off = [], 0
-    end = os.fstat(f.fileno()).st_size
-    while off + 8 <= end:
-        f.seek(off)
-        size, kind = struct.unpack(">I4s", f.read(8))
-        if size == 1:
-            size = struct.unpack(">Q", f.read(8))[0]
-        out.append((kind, off, size))
-        if size == 0:
-            break
-        if size < 8:
-            raise Unsupported(f"damaged box {kind!r} at {off}")
-        off += size
-    return out
-
-
 def _full(version: int, flags: int = 0) -> bytes:
     return struct.pack(">I", version << 24 | flags)
 
@@ -231,10 +213,6 @@ class Track:
     @property
     def trak(self) -> Box:
         return self.moov.find(b"trak")
-
-    @property
-    def stbl(self) -> Box:
-        return self.trak.find(b"mdia").find(b"minf").find(b"stbl")
 
     @property
     def timescale(self) -> int:
