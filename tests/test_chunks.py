@@ -73,12 +73,27 @@ def test_episodes_append_in_place_and_read_back_as_one_video(tmp_path):
         s = c.streams.video[0]
         assert s.frames == len(indices) and float(s.duration * s.time_base) == pytest.approx(len(indices) / FPS)
 
+
+@pytest.mark.lerobot  # torchcodec comes with LeRobot's stack, not with streamenc
+def test_torchcodec_finds_every_frame_of_an_appended_chunk_by_timestamp(tmp_path):
     from torchcodec.decoders import VideoDecoder  # LeRobot's default reader
 
+    files = [_episode(tmp_path / f"ep{k}.mp4", *e) for k, e in enumerate(EPISODES)]
+    chunk = tmp_path / "file-000.mp4"
+    shutil.copy(files[0], chunk)
+    for f in files[1:]:
+        chunks.append(chunk, f)
+    want = _expected(EPISODES)
     d = VideoDecoder(str(chunk), seek_mode="approximate")
-    picks = [0, 29, 30, 74, 75, 95, len(indices) - 1]
-    frames = d.get_frames_played_at([k / FPS for k in picks]).data
-    assert [read_index(f.permute(1, 2, 0).numpy()) for f in frames] == [indices[k] for k in picks]
+    assert d.metadata.num_frames == len(want)
+    # by index, as LeRobot asks (round(t * fps)); by time at each frame's middle (exactly at
+    # k / 30, float rounding puts one of these 129 a frame early, in LeRobot's faststart
+    # files too)
+    batch = d.get_frames_at(list(range(len(want))))
+    assert [read_index(f.permute(1, 2, 0).numpy()) for f in batch.data] == want
+    assert max(abs(float(t) - k / FPS) for k, t in enumerate(batch.pts_seconds)) < 1e-9
+    mid = d.get_frames_played_at([(k + 0.5) / FPS for k in range(len(want))]).data
+    assert [read_index(f.permute(1, 2, 0).numpy()) for f in mid] == want
 
 
 def test_a_different_stream_is_declined(tmp_path):
