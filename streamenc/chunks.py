@@ -365,6 +365,8 @@ def append(chunk: Path, episode: Path, keep_s: float | None = None) -> None:
     has on record; whole episodes beyond it (one a crash kept from being recorded) go."""
     chunk, episode = Path(chunk), Path(episode)
     packets, tb, extradata = _packets(episode)
+    if not packets:
+        raise Unsupported(f"{episode.name} has no packets")
     if _packets(chunk, first_only=True)[2] != extradata:
         raise Unsupported("codec parameters differ")
     try:
