@@ -127,13 +127,11 @@ class Samples:
 
     def stbl(self, stsd: Box) -> Box:
         n = len(self.sizes)
-        runs = []  # stts: (count, delta)
-        for d in self.deltas.tolist():
-            if runs and runs[-1][1] == d:
-                runs[-1][0] += 1
-            else:
-                runs.append([1, d])
-        stts = _full(0) + struct.pack(">I", len(runs)) + b"".join(struct.pack(">II", c, d) for c, d in runs)
+        # stts: (count, delta) per run of equal durations, the inverse of Samples.of's repeat
+        starts = np.flatnonzero(np.diff(self.deltas, prepend=np.int64(-1)))
+        counts = np.diff(np.append(starts, n))
+        runs = np.stack([counts, self.deltas[starts]], axis=1).astype(">u4")
+        stts = _full(0) + struct.pack(">I", len(runs)) + runs.tobytes()
         stsc_rows, prev = [], None
         for i, c in enumerate(self.chunk_counts):
             if c != prev:

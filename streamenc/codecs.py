@@ -157,11 +157,7 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
         if params:
             opts["svtav1-params"] = ":".join(params)
     elif fam == "libx264":
-        preset = "veryfast" if cfg.preset is None else cfg.preset
-        if preset not in X264_PRESETS:
-            raise ConfigError(f"libx264 preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
-        if cfg.crf > 51:
-            raise ConfigError(f"libx264 crf must be in 0..51, got {cfg.crf}")
+        preset = _x26x_preset(cfg, fam)
         # no B-frames: in fragmented MP4 they push the first pts one frame late, which
         # breaks timestamp-based frame lookup (LeRobot's); fewer frames in flight, too
         opts.update(crf=str(cfg.crf), preset=str(preset), bf="0")
@@ -170,11 +166,7 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
         if cfg.fast_decode:
             opts["tune"] = "fastdecode"
     elif fam == "libx265":
-        preset = "veryfast" if cfg.preset is None else cfg.preset
-        if preset not in X264_PRESETS:
-            raise ConfigError(f"libx265 preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
-        if cfg.crf > 51:
-            raise ConfigError(f"libx265 crf must be in 0..51, got {cfg.crf}")
+        preset = _x26x_preset(cfg, fam)
         params = ["bframes=0", "log-level=error"]  # no B-frames, as for x264; quiet on stderr
         if threads:
             params.append(f"pools={threads}")
@@ -198,6 +190,16 @@ def codec_options(cfg: EncoderConfig, vcodec: str | None = None, threads: int | 
     for key, value in cfg.extra.items():  # the user's "x265-params" etc. add to ours; theirs win
         opts[key] = f"{opts[key]}:{value}" if key.endswith("-params") and key in opts else str(value)
     return opts
+
+
+def _x26x_preset(cfg: EncoderConfig, family: str) -> str:
+    """x264's and x265's shared settings, checked: the preset (default "veryfast") and crf."""
+    preset = "veryfast" if cfg.preset is None else cfg.preset
+    if preset not in X264_PRESETS:
+        raise ConfigError(f"{family} preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+    if cfg.crf > 51:
+        raise ConfigError(f"{family} crf must be in 0..51, got {cfg.crf}")
+    return preset
 
 
 def input_format(vcodec: str) -> str:
