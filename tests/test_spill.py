@@ -85,10 +85,11 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     """The writer stops at ENOSPC; the frames it holds go to the ring once the encoder has
     read the file, and the spill indices stay gapless for what is spilled next."""
     w = SpillWriter(tmp_path / "a.spill", ring, memory_bytes=16 * ring.frame_bytes)
-    real, full = w.write, threading.Event()
+    real, full, queued = w.write, threading.Event(), threading.Event()
 
     def disk(fd, buffers, offset):
         if full.is_set():
+            queued.wait(10)  # fail only once 3, 4 and 5 are all queued: the writer holds three
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, buffers, offset)
 
@@ -99,6 +100,7 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     full.set()
     for i in range(3, 6):
         w.append(_frame(i), 1, i, i)
+    queued.set()
     wait_for(lambda: w.error is not None)
     with pytest.raises(DiskFull) as err:
         w.append(_frame(6), 1, 6, 6)
