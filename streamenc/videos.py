@@ -32,6 +32,7 @@ RING_BUDGET_BYTES = 256 * 2**20  # per camera; 64 slots of 480p fit, 1080p gets 
 MAX_SLOTS = 64
 RESTARTS_ALLOWED = 3  # within RESTART_WINDOW_S; one more failure and the camera is given up
 RESTART_WINDOW_S = 10.0
+ATTACH_POLL_S = 0.005  # overflow="block": how often a full ring is tried while a new encoder attaches
 PROGRESS_AFTER_S = 1.0
 
 
@@ -124,11 +125,12 @@ class _Camera:
                 try:
                     self._ring_put(frame, ts, ep, index, None if self.failed is None else 0)
                     break
-                except PeerDied:
-                    self.restart(ep)
-                except RingTimeout:  # the camera's encoder is given up: keep the frame on disk
-                    self.spill.append(frame, ep, index, ts)
-                    break
+                except (PeerDied, RingTimeout) as e:
+                    if self.failed is not None:  # the camera's encoder is given up: keep the frame on disk
+                        self.spill.append(frame, ep, index, ts)
+                        break
+                    if isinstance(e, PeerDied) and not self._replace_dead(ep):
+                        time.sleep(ATTACH_POLL_S)
         elif overflow == "drop":
             try:
                 self._ring_put(frame, ts, ep, index, 0)
@@ -145,7 +147,7 @@ class _Camera:
                 except RingTimeout:
                     self.spill.active = True
                 except PeerDied:
-                    self.restart(ep)
+                    self._replace_dead(ep)
                     self.spill.active = True
             if self.spill.active:
                 self.spill.append(frame, ep, index, ts)
@@ -158,6 +160,15 @@ class _Camera:
         return self.ring.unread + self.spill.backlog
 
     # -- the encoder process ----------------------------------------------------------------
+    def _replace_dead(self, ep: int) -> bool:
+        """The full ring names a dead encoder: restart it, unless that was done already.
+        A new encoder leaves the dead one's pid in the ring's header until it has started
+        and attached; restarting it for that would kill a healthy one. True: restarted."""
+        if self.enc.alive:
+            return False
+        self.restart(ep)
+        return True
+
     def restart(self, ep: int | None) -> None:
         """Start a new encoder in place of a dead one; it resumes the open episode from the
         first frame not yet durable. Gives up after RESTARTS_ALLOWED in RESTART_WINDOW_S."""

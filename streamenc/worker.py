@@ -57,7 +57,14 @@ class _Episode:
     """
 
     def __init__(
-        self, spec: EncoderSpec, index: int, final: Path, shape: tuple[int, ...], hold_limit: int, on_open=None
+        self,
+        spec: EncoderSpec,
+        index: int,
+        final: Path,
+        shape: tuple[int, ...],
+        hold_limit: int,
+        on_open=None,
+        resume: bool = False,
     ) -> None:
         import av
 
@@ -76,6 +83,13 @@ class _Episode:
             self.stats = EpisodeStats(shape[0], shape[1], shape[2])
         self.held: deque = deque()  # (frame index, release callable) in encode order
         # resume after a crash: what earlier parts hold durably is kept, we go on after it
+        if resume and final.exists():
+            # The dead encoder had finished the file: it only ever appears whole (a fsynced file
+            # renamed), and start_episode refuses an episode already on disk. Any parts left
+            # beside it are in it too. It becomes the first part, and nothing is lost.
+            for _, part in parts.existing_parts(final):
+                part.unlink()
+            os.replace(final, parts.part_path(final, 0))
         self.start = 0
         for start, part in parts.existing_parts(final):
             frames = parts.durable_frames(part, start, spec.fps)
@@ -170,11 +184,16 @@ class _Episode:
 
     def finish(self) -> int:
         """Flush, close, make it durable, join parts; returns the frame count of the video."""
-        self._mux(self.stream.encode(None))
-        self.container.close()
-        parts.fsync(self.part)
+        if self.encoded or not self.start:
+            self._mux(self.stream.encode(None))
+            self.container.close()
+            parts.fsync(self.part)
+        else:  # resumed where every frame was durable already: this part stays empty
+            with contextlib.suppress(Exception):
+                self.container.close()
+            self.part.unlink(missing_ok=True)
         written = parts.existing_parts(self.final)
-        if len(written) == 1:
+        if len(written) == 1 and written[0][1] == self.part:
             os.replace(self.part, self.final)
             frames = self.encoded
         else:
@@ -309,7 +328,13 @@ def serve(spec: EncoderSpec, conn: Connection) -> None:
                 if isinstance(msg, Start):
                     try:
                         ep = _Episode(
-                            spec, msg.episode, Path(msg.path), ring.shape, ring.slots - 2, on_open=watch.check
+                            spec,
+                            msg.episode,
+                            Path(msg.path),
+                            ring.shape,
+                            ring.slots - 2,
+                            on_open=watch.check,
+                            resume=msg.resume,
                         )
                         conn.send(Started(msg.episode, ep.start))
                     except Exception as e:

@@ -9,6 +9,20 @@ import time
 from pathlib import Path
 
 
+def encoder_pids() -> set[int]:
+    """Live streamenc encoder processes, anywhere (an orphan is no child of ours), found by
+    their command line, which ``streamenc.encoder`` builds."""
+    import psutil
+
+    from streamenc.encoder import _BOOT
+
+    out = set()
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and _BOOT in (p.info["cmdline"] or []):
+            out.add(p.pid)
+    return out
+
+
 def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
     """Poll ``condition`` until it holds: the way tests wait on other processes and threads,
     instead of sleeping a guessed time."""

@@ -58,8 +58,9 @@ def test_overload_spills_in_order_loses_nothing_and_memory_stays_flat(tmp_path):
         tick = time.perf_counter()
         for i in range(n):
             rec.add_frame({k: c.frame(i) for k, c in cams.items()})
-            if i % 25 == 0:
-                rss.append(_tree_rss(pids))
+            if i % 25 == 0:  # less the spill writers' buffer pools: bounded, filled as the disk lags
+                pools = sum(c.spill._buffers * c.ring.frame_bytes for c in rec._backend._cams.values())
+                rss.append(_tree_rss(pids) - pools)
                 max_spilled = max(max_spilled, *(h.spilled for h in rec.health().values()))
             tick += 1 / (4 * FPS)
             time.sleep(max(0.0, tick - time.perf_counter()))
@@ -98,6 +99,29 @@ def test_kill_9_of_an_encoder_mid_episode_loses_no_frame(tmp_path):
     assert sorted(os.listdir(tmp_path / "videos" / "a")) == ["episode-000000.mp4"]  # parts joined, removed
 
 
+@pytest.mark.parametrize("overflow", ["spill", "block"])
+def test_a_ring_that_fills_before_the_new_encoder_attaches_restarts_it_once(tmp_path, overflow):
+    """After a kill -9 the ring's header names the dead encoder until its replacement has
+    started and attached (about a second of imports). A ring that fills meanwhile must
+    not restart the replacement again: the frames wait (spill, or the loop blocks)."""
+    cam = SyntheticCamera(240, 320)
+    n = 120
+    with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}, slots=16, overflow=overflow) as rec:
+        rec.start_episode()
+        for i in range(10):
+            rec.add_frame({"a": cam.frame(i)})
+        victim = rec.health()["a"].pid
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: _zombie(victim), what="the encoder dead")
+        for i in range(10, n):  # as fast as the loop goes: the ring is full long before anyone attaches
+            rec.add_frame({"a": cam.frame(i)})
+        health = rec.health()["a"]
+        video = rec.end_episode()["a"]
+    assert health.restarts == 1 and health.pid != victim
+    c = check(video.path, cam)
+    assert video.frames == n and c.frames == n and c.in_order(n)
+
+
 def test_kill_9_of_an_encoder_after_the_seal_loses_no_frame(tmp_path):
     """The encoder dies while it flushes a sealed episode: end_episode restarts it, and
     the new one resumes after the frames the dead one made durable."""
@@ -109,6 +133,7 @@ def test_kill_9_of_an_encoder_after_the_seal_loses_no_frame(tmp_path):
             rec.add_frame({k: c.frame(i) for k, c in cams.items()})
             time.sleep(1 / (2 * FPS))
         victim = rec.health()["a"].pid
+        os.kill(victim, signal.SIGSTOP)  # so that it cannot finish the flush before it is killed
         rec.seal_episode()
         os.kill(victim, signal.SIGKILL)
         videos = rec.end_episode()
@@ -121,10 +146,65 @@ def test_kill_9_of_an_encoder_after_the_seal_loses_no_frame(tmp_path):
         assert c.max_mean_abs_error < 8
 
 
-def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tmp_path, monkeypatch):
-    monkeypatch.setattr(recmod, "RESTARTS_ALLOWED", 1)
+FINISH_THEN_DIE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from streamenc import EncoderConfig
+    from streamenc.protocol import EncoderSpec
+    from streamenc.synthetic import SyntheticCamera
+    from streamenc.worker import _Episode
+    final, n = Path(sys.argv[1]), int(sys.argv[2])
+    spec = EncoderSpec("a", "-", "-", 30, "libx264", EncoderConfig(vcodec="libx264"), 1)
+    ep = _Episode(spec, 0, final, (240, 320, 3), hold_limit=14)
     cam = SyntheticCamera(240, 320)
-    with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}) as rec:
+    for i in range(n):
+        ep.take(i, cam.frame(i), lambda: None)
+    rename = os.replace
+    def rename_then_die(src, dst):
+        rename(src, dst)
+        if Path(dst) == final:  # the file is whole and in place; Ended was never sent
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = rename_then_die
+    ep.expected_last = n - 1
+    print(ep.close())
+    """
+)
+
+
+def test_an_encoder_killed_after_it_renamed_the_finished_file_loses_no_frame(tmp_path):
+    """The window between the finished file's rename and the Ended message: the new
+    encoder resumes, meets frames the dead one never released, and keeps the file whole."""
+    from streamenc.protocol import EncoderSpec, Ended
+    from streamenc.worker import _Episode
+
+    final, n = tmp_path / "episode-000000.mp4", 60
+    died = subprocess.run([sys.executable, "-c", FINISH_THEN_DIE, str(final), str(n)], capture_output=True, text=True)
+    assert died.returncode == -signal.SIGKILL and died.stdout == "", died.stderr
+    assert final.exists() and check(final).frames == n
+    spec = EncoderSpec("a", "-", "-", FPS, "libx264", EncoderConfig(vcodec="libx264"), 1)
+    ep = _Episode(spec, 0, final, (240, 320, 3), hold_limit=14, resume=True)
+    assert ep.start == n
+    cam, released = SyntheticCamera(240, 320), []
+    for i in range(n - 5, n):  # still held by the dead one: the ring gives them again
+        ep.take(i, cam.frame(i), lambda i=i: released.append(i))
+    assert released == list(range(n - 5, n)), "frames already in the file are let go"
+    ep.expected_last = n - 1
+    ended = ep.close()
+    assert isinstance(ended, Ended) and ended.frames == n, ended
+    c = check(final, cam)
+    assert c.frames == n and c.in_order(n) and c.max_mean_abs_error < 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name], "parts left behind"
+
+
+@pytest.mark.parametrize("overflow", ["spill", "block"])
+def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tmp_path, monkeypatch, overflow):
+    """Given up after its second death: the loop goes on (the ring fills, frames go to
+    the spill file, also with overflow="block"), and end_episode says why."""
+    monkeypatch.setattr(recmod, "RESTARTS_ALLOWED", 1)
+    monkeypatch.setattr(recmod, "RESTART_WINDOW_S", 3600.0)  # both deaths count, however slow the machine
+    cam = SyntheticCamera(240, 320)
+    with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}, slots=16, overflow=overflow) as rec:
         rec.start_episode()
         for i in range(200):
             if i in (60, 130):
@@ -135,6 +215,7 @@ def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tm
                 wait_for(lambda pid=pid: not psutil.pid_exists(pid) or _zombie(pid), what="the encoder dead")
             rec.add_frame({"a": cam.frame(i)})
             time.sleep(1 / (2 * FPS))
+        assert rec.health()["a"].spilled >= 200 - 130 - 16, "frames after the given-up encoder's ring filled"
         with pytest.raises(EncoderError, match="died 2 times"):
             rec.end_episode()
     kept = list((tmp_path / "videos" / "a").glob("episode-000000.mp4*"))
@@ -152,27 +233,25 @@ RECORDER_SCRIPT = textwrap.dedent(
     rec = Recorder(sys.argv[1], fps=30, cameras={"front": (240, 320)})
     print("pid", rec.health()["front"].pid, flush=True)
     rec.start_episode()
-    for i in range(100000):
+    for i in range(int(sys.argv[2])):
         rec.add_frame({"front": cam.frame(i)})
-        print(i + 1, flush=True)
         time.sleep(1 / 60)
+    print("added", flush=True)
+    time.sleep(600)  # mid-episode, until the test kills it
     """
 )
 
 
 def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-c", RECORDER_SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", RECORDER_SCRIPT, str(tmp_path), "200"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     encoder = int(proc.stdout.readline().split()[1])
-    added = 0
-    while added < 200:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()
-        added = int(line)
+    line = proc.stdout.readline()
+    assert line == "added\n", proc.stderr.read()
     proc.kill()
     proc.wait(10)
     deadline = time.monotonic() + 20
@@ -181,7 +260,7 @@ def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
     assert not psutil.pid_exists(encoder), "the encoder outlived its recorder"
     video = tmp_path / "videos" / "front" / "episode-000000.mp4"
     c = check(video, SyntheticCamera(240, 320))
-    assert added <= c.frames <= added + 1  # it drained the ring and flushed: every frame put is there
+    assert c.frames == 200  # it drained the ring and flushed: every frame put is there
     assert c.in_order()
     assert not list((tmp_path / ".spill").glob("*")) if (tmp_path / ".spill").exists() else True
     out = subprocess.run([sys.executable, "-m", "streamenc", "clean"], capture_output=True, text=True, timeout=30)
@@ -202,10 +281,10 @@ DISK_SCRIPT = textwrap.dedent(
     root, spill, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     rng = np.random.default_rng(0)
     noise = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
-    t0 = time.monotonic()
     with Recorder(root, fps=30, cameras={"cam": (480, 640)}, slots=16, spill_dir=spill,
                   encoder=EncoderConfig(vcodec="libx264", crf=0)) as rec:
         rec.start_episode()
+        i, t0 = 0, time.monotonic()
         try:
             for i in range(3000):
                 rec.add_frame({"cam": stamp(noise[i % 8], i)})
@@ -214,7 +293,7 @@ DISK_SCRIPT = textwrap.dedent(
             rec.end_episode()
             print("NO ERROR")
         except DiskFull as e:
-            print("DISKFULL", round(time.monotonic() - t0, 1), e.path, e.needed, flush=True)
+            print("DISKFULL", i, round(time.monotonic() - t0, 1), e.path, e.needed, flush=True)
     """
 )
 
@@ -234,8 +313,9 @@ def test_full_disk_raises_disk_full_fast_and_keeps_what_was_written(tmp_path, wh
     assert out.returncode == 0, out.stderr[-3000:]
     line = next((x for x in out.stdout.splitlines() if x.startswith(("DISKFULL", "NO ERROR"))), out.stdout)
     assert line.startswith("DISKFULL"), (line, out.stderr[-2000:])
-    _, seconds, path, needed = line.split()
-    assert float(seconds) < 20 and int(needed) > 0  # reported by add_frame, not at the end
+    _, index, seconds, path, needed = line.split()
+    # raised by add_frame while recording (24 MiB hold ~30 of these frames), not at the end
+    assert int(index) < 1500 and int(needed) > 0, line
     assert path.startswith(str(small))
     if where == "video":  # what was written before stays playable
         saved = list((tmp_path / "saved" / "cam").glob("episode-000000.mp4*"))

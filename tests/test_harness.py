@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import streamenc
+from helpers import encoder_pids, streamenc, wait_for
 
 from streamenc.bench import harness, memory, pipelines, runs
 
@@ -83,24 +83,21 @@ def test_models_of_every_pipeline_read_every_frame_back(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_past_its_timeout_is_killed_with_everything_it_started(tmp_path):
-    encoders_before = _encoder_pids()
+    encoders_before = encoder_pids()
     run = runs.Run("streamenc", cameras=1, size="240p", codec="libx264", seconds=60)
     t0 = time.monotonic()
     line = harness.measure(run, tmp_path, timeout=6)
     assert time.monotonic() - t0 < 30
     assert line["ok"] is False and line["error"] == "timed out after 6 s: killed"
-    assert _encoder_pids() <= encoders_before  # its encoder processes (own sessions) were ended too
+    wait_for(lambda: encoder_pids() <= encoders_before, 10, "the run's encoder processes to end")
 
 
 @pytest.mark.slow
 def test_memory_hog_holds_its_share_and_is_ended():
+    want = psutil.virtual_memory().available * 0.02 * 0.9  # its share of what was available
     hog = memory.memory_hog(0.02)
     try:
-        want = psutil.virtual_memory().total * 0.01
-        deadline = time.monotonic() + 10
-        while psutil.Process(hog.pid).memory_info().rss < want and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert psutil.Process(hog.pid).memory_info().rss >= want
+        wait_for(lambda: psutil.Process(hog.pid).memory_info().rss >= want, 10, "the hog's memory resident")
     finally:
         hog.kill()
         hog.wait()
@@ -144,21 +141,10 @@ def test_memory_cgroup_limit_is_applied_or_refused_clearly(tmp_path):
         assert out.returncode == 2 and "cgroup" in out.stderr and "Traceback" not in out.stderr
         return
     group.remove()
-    encoders_before = _encoder_pids()
+    encoders_before = encoder_pids()
     starved = harness.measure(runs.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=40), tmp_path)
     assert starved["ok"] is False and "cgroup<=40MiB" in starved["config"]
-    assert _encoder_pids() <= encoders_before  # the killed recorder's orphaned encoders were ended too
+    wait_for(lambda: encoder_pids() <= encoders_before, 10, "the killed recorder's orphaned encoders to end")
     roomy = harness.measure(runs.Run("streamenc", cameras=1, size="240p", seconds=1, memory_limit_mib=4096), tmp_path)
     assert roomy["ok"] and roomy["back"] == roomy["sent"] == 30
     assert not list(Path(group.path.parent).glob("streamenc-bench-*"))  # every cgroup removed
-
-
-def _encoder_pids() -> set[int]:
-    """Live streamenc encoder processes, anywhere (an orphan is no child of ours)."""
-    out = set()
-    for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["status"] != psutil.STATUS_ZOMBIE and "streamenc.encoder import main" in " ".join(
-            p.info["cmdline"] or []
-        ):
-            out.add(p.pid)
-    return out

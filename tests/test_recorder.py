@@ -7,15 +7,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
 import psutil
 import pytest
-from helpers import wait_for
+from helpers import encoder_pids, wait_for
 
-from streamenc import EncoderConfig, FrameError, Recorder, StreamencError
+from streamenc import EncoderConfig, FrameError, Recorder, StreamencError, videos
 from streamenc.synthetic import SyntheticCamera
 from streamenc.verify import check
 
@@ -217,6 +216,7 @@ SIGINT_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("style", ["with", "atexit"])
 def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
+    before = encoder_pids()
     proc = subprocess.Popen(
         [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path), style],
         stdout=subprocess.PIPE,
@@ -231,17 +231,19 @@ def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
             break
         added = int(line)
     assert added >= 45, proc.stderr.read()
+    assert encoder_pids() - before, "the recorder's encoder is not found by its command line"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert "KeyboardInterrupt" in err
+    added = max([added, *map(int, out.split())])  # it may have gone on while we read
     c = check(tmp_path / "videos" / "front" / "episode-000000.mp4", SyntheticCamera(240, 320))
     assert added <= c.frames <= added + 1  # every frame put is there; at most one was put but not yet printed
     assert c.in_order() and c.cfr(30)
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "streamenc.encoder" in " ".join(p.info["cmdline"] or [])]
+    assert not encoder_pids() - before, "the recorder's encoder outlived it"
 
 
 @pytest.mark.slow
-def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(tmp_path, cams, capfd):
+def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(tmp_path, cams, capfd, monkeypatch):
     """The bar appears when end_episode waits more than a second. Its total is the frames
     still waiting for their encoders at that moment, not the episode's length, so it
     ends at 100%."""
@@ -254,9 +256,15 @@ def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percen
         os.kill(pid, signal.SIGSTOP)  # a stalled encoder: the next 40 frames wait in the ring
         try:
             _record(rec, {"left": cam}, 100, 40)
-            assert rec.health()["left"].queued == 40
-            resume = threading.Timer(1.6, os.kill, (pid, signal.SIGCONT))
-            resume.start()
+            h = rec.health()["left"]
+            assert h.queued + h.spilled == 40
+
+            class Resuming(videos._Countdown):  # the encoder goes on once the bar has its total
+                def __init__(self, *args) -> None:
+                    super().__init__(*args)
+                    os.kill(pid, signal.SIGCONT)
+
+            monkeypatch.setattr(videos, "_Countdown", Resuming)
             capfd.readouterr()
             video = rec.end_episode()["left"]
         finally:

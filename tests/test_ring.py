@@ -73,7 +73,7 @@ def test_frames_cross_a_process_in_order_byte_for_byte(shape, count):
         ok, problem = conn.recv()
         assert problem is None
         assert ok == count
-        proc.join(10)
+        proc.join(60)
         assert proc.exitcode == 0
     finally:
         ring.close()
