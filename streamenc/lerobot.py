@@ -62,8 +62,13 @@ _TO_OURS = {
     "auto": "auto",
     **{n: n for n in NVENC},
 }
-_TO_LEROBOT = {"libsvtav1": "libsvtav1", "libx264": "h264", "libx265": "hevc", "h264_nvenc": "h264_nvenc"}
-_TO_LEROBOT["hevc_nvenc"] = "hevc_nvenc"
+_TO_LEROBOT = {
+    "libsvtav1": "libsvtav1",
+    "libx264": "h264",
+    "libx265": "hevc",
+    "h264_nvenc": "h264_nvenc",
+    "hevc_nvenc": "hevc_nvenc",
+}
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
 _RECORDER_OPTIONS = ("overflow", "slots", "warn_behind_s")
 _DEPTH_DTYPE = {"mm": "uint16", "m": "float32"}  # LeRobot's depth_unit -> the ring's dtype
@@ -122,14 +127,7 @@ class _Seams:
         """LeRobot's settings as EncoderConfig fields (codec name not yet mapped)."""
         out: dict[str, Any] = {"vcodec": self.vcodec, "threads": self.threads}
         if self.rgb is not None:
-            rgb = self.rgb
-            if rgb.g is not None:
-                out["g"] = int(rgb.g)
-            if rgb.crf is not None:
-                out["crf"] = int(round(rgb.crf))
-            out["preset"] = rgb.preset
-            out["fast_decode"] = int(rgb.fast_decode or 0)
-            out["extra"] = {str(k): str(v) for k, v in (rgb.extra_options or {}).items()}
+            out.update(_fields_of(self.rgb))
         return out
 
     def depth_config(self, options: dict[str, Any]) -> EncoderConfig:
@@ -145,12 +143,7 @@ class _Seams:
                     f"the dataset's depth encoder is {cfg.vcodec} {cfg.pix_fmt}; streamenc records depth as "
                     f"hevc (libx265) {DEPTH_PIX_FMT}, LeRobot's default. Use that, or record without streamenc."
                 )
-            fields.update(g=int(cfg.g), fast_decode=int(cfg.fast_decode or 0))
-            fields["extra"] = {str(k): str(v) for k, v in (cfg.extra_options or {}).items()}
-            if cfg.crf is not None:
-                fields["crf"] = int(round(cfg.crf))
-            if cfg.preset is not None:
-                fields["preset"] = cfg.preset
+            fields.update(_fields_of(cfg))
         fields.update(options)
         return depth_config(**{k: v for k, v in fields.items() if v is not None or k == "threads"})
 
@@ -172,6 +165,22 @@ class _Seams:
             self.owner._rgb_encoder = _replaced(self.rgb, config, codec)
         if self.depth is not None and depth is not None:
             self.owner._depth_encoder = _replaced(self.depth, depth, "libx265")
+
+
+def _fields_of(lerobot_cfg: Any) -> dict[str, Any]:
+    """EncoderConfig fields from a LeRobot 0.6 RGBEncoderConfig or DepthEncoderConfig: those
+    it sets (a None leaves ours), its codec name aside."""
+    out: dict[str, Any] = {
+        "fast_decode": int(lerobot_cfg.fast_decode or 0),
+        "extra": {str(k): str(v) for k, v in (lerobot_cfg.extra_options or {}).items()},
+    }
+    if lerobot_cfg.g is not None:
+        out["g"] = int(lerobot_cfg.g)
+    if lerobot_cfg.crf is not None:
+        out["crf"] = int(round(lerobot_cfg.crf))
+    if lerobot_cfg.preset is not None:
+        out["preset"] = lerobot_cfg.preset
+    return out
 
 
 def _replaced(lerobot_cfg: Any, config: EncoderConfig, codec: str) -> Any:

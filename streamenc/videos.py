@@ -256,18 +256,18 @@ class VideoBackend:
         self._cams: dict[str, _Camera] = {}
         names = list(cameras)
         rgb = [n for n in names if n not in depth]
-        self.codec = select(config) if rgb or not depth else select(depth_config)
+        depth_codec = select(depth_config) if depth else None
+        self.codec = select(config) if rgb or not depth else depth_codec
         dtypes = [depth[n].dtype if n in depth else "uint8" for n in names]
         plan = plan_slots([cameras[n] for n in names], slots, shm_free_bytes(), dtypes)
         threads = default_threads(len(names))
         specs = {"rgb": {"fps": fps, "vcodec": self.codec, "config": config, "threads": config.threads or threads}}
         if depth:
-            vcodec = select(depth_config)
-            specs["depth"] = {"fps": fps, "vcodec": vcodec, "config": depth_config}
             # all cores for each depth encoder, not a share: x265 lossless costs ~4x SVT-AV1's
             # RGB per frame and is too slow on one core for 480p at 30 fps (docs/benchmarks.md);
             # its threads are SCHED_IDLE like every encoder's, so the loop still comes first
-            specs["depth"]["threads"] = depth_config.threads or default_threads(1)
+            depth_threads = depth_config.threads or default_threads(1)
+            specs["depth"] = {"fps": fps, "vcodec": depth_codec, "config": depth_config, "threads": depth_threads}
         try:
             for name, dtype, n in zip(names, dtypes, plan, strict=True):
                 spec = specs["rgb"] if name not in depth else {**specs["depth"], "depth": depth[name]}

@@ -76,8 +76,9 @@ class _Episode:
         self.cancel = False
         self.error: Failed | None = None
         self.error_sent = False
-        self.quantize = Quantizer(spec.depth) if spec.depth is not None else None
+        self.quantize: Quantizer | None = None
         if spec.depth is not None:
+            self.quantize = Quantizer(spec.depth)
             self.stats: EpisodeStats | DepthStats = DepthStats(shape[0], shape[1], spec.depth.dtype)
         else:
             self.stats = EpisodeStats(shape[0], shape[1], shape[2])
