@@ -18,8 +18,8 @@ from .errors import ConfigError, StreamencError
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from .codecs import probe
-    from .ring import SHM_DIR, shm_free_bytes
     from .sched import realtime_allowed
+    from .segments import SHM_DIR, shm_free_bytes
 
     results = probe()
     free = shm_free_bytes()
@@ -98,7 +98,7 @@ def _nvidia() -> list[dict]:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from .ring import PREFIX, SHM_DIR, clean_stale
+    from .segments import PREFIX, SHM_DIR, clean_stale
     from .spill import stale_spills
 
     removed = clean_stale(dry_run=args.dry_run)

@@ -20,7 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .depth import Depth, DepthStats
+from .backend import CameraHealth, EpisodeVideo
+from .camera import Camera
+from .depth import DepthStats
 from .errors import StreamencError, WriteError, disk_full_guard
 from .frames import as_uint8
 from .stats import EpisodeStats
@@ -72,26 +74,18 @@ class PngBackend:
 
     codec = "png"
 
-    def __init__(
-        self,
-        root: Path,
-        cameras: dict[str, tuple[int, ...]],
-        threads: int = 4,
-        max_pending: int = 256,
-        depth: dict[str, Depth] | None = None,
-    ) -> None:
+    def __init__(self, root: Path, cameras: list[Camera], threads: int = 4, max_pending: int = 256) -> None:
         self.root = Path(root)
-        self.cameras = cameras
+        self.cameras = {c.name: c for c in cameras}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="streamenc-png")
         self._slots = threading.BoundedSemaphore(max_pending)
         self._lock = threading.Lock()
         self._pending: set[Future] = set()
         self._errors: list[BaseException] = []
-        self.depth = depth or {}
         self._stats: dict[str, EpisodeStats | DepthStats] = {
-            c: DepthStats(*s, self.depth[c].dtype) if c in self.depth else EpisodeStats(*s) for c, s in cameras.items()
+            c.name: DepthStats(c.height, c.width, c.dtype) if c.is_depth else EpisodeStats(*c.shape) for c in cameras
         }
-        self.written = dict.fromkeys(cameras, 0)
+        self.written = dict.fromkeys(self.cameras, 0)
         self.write = write_file  # the one place a test injects a writer fault
 
     # -- the Backend interface ------------------------------------------------------------
@@ -112,8 +106,9 @@ class PngBackend:
         """Queue one frame (any HWC view: it is copied now, the caller may reuse its buffer);
         waits when max_pending frames are already queued."""
         self._slots.acquire()
-        if camera in self.depth:
-            own = np.array(frame, dtype=self.depth[camera].dtype)  # a copy; float64 -> float32
+        cam = self.cameras[camera]
+        if cam.is_depth:
+            own = np.array(frame, dtype=cam.dtype)  # a copy; float64 -> float32
             path = frame_path(self.root, camera, episode, index, ".tiff")
         else:
             own = as_uint8(frame) if frame.dtype != np.uint8 or not frame.flags.c_contiguous else frame.copy()
@@ -126,9 +121,7 @@ class PngBackend:
     def seal(self, episode: int) -> None:
         """Nothing to flush ahead: every frame is written as it comes."""
 
-    def end(self, episode: int) -> dict:
-        from .recorder import EpisodeVideo
-
+    def end(self, episode: int) -> dict[str, EpisodeVideo]:
         self.wait()
         return {
             cam: EpisodeVideo(
@@ -143,9 +136,7 @@ class PngBackend:
         for cam in self.cameras:
             remove_episode(self.root, cam, episode)
 
-    def health(self) -> dict:
-        from .recorder import CameraHealth
-
+    def health(self) -> dict[str, CameraHealth]:
         with self._lock:
             queued = len(self._pending)
         return {c: CameraHealth(os.getpid(), queued, 0, self.written[c], 0, "png writer threads") for c in self.cameras}
@@ -159,7 +150,7 @@ class PngBackend:
 
     # -- the pool -------------------------------------------------------------------------
     def _write_one(self, camera: str, path: Path, frame: np.ndarray) -> None:
-        data = encode_tiff(frame) if camera in self.depth else encode_png(frame)
+        data = encode_tiff(frame) if self.cameras[camera].is_depth else encode_png(frame)
         with disk_full_guard(path, len(data)):
             self.write(path, data)
         with self._lock:

@@ -1,6 +1,8 @@
 """The messages between a Recorder and its encoder processes, as one typed protocol.
 
-Each message is a small frozen dataclass, pickled over the socketpair. The recorder sends
+Each message is a small frozen dataclass, pickled over the socketpair; a few numbers the
+two sides share all the time (spill cursors, counts) are counters in the ring header instead,
+named here. The recorder sends
 an ``EncoderSpec`` first, then commands; the encoder answers with replies. ``End`` and
 ``Cancel`` carry the index of the last frame the recorder put for the episode, so the
 encoder knows exactly how many to drain before it answers ``Ended`` / ``Cancelled``.
@@ -12,6 +14,7 @@ place a failure becomes the exception the user sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 from .codecs import EncoderConfig
 from .depth import Depth
@@ -30,6 +33,25 @@ class EncoderSpec:
     config: EncoderConfig
     threads: int
     depth: Depth | None = None  # a depth camera: quantized to 12-bit codes before encoding
+
+
+# -- the ring header's counters: each side stores its own line (ring.Counters) -------------
+class RecorderCounter(IntEnum):
+    """The recorder's counters in a camera's ring header (``ring.producer_counters``)."""
+
+    SPILL_HEAD = 0  # records written to the spill file
+    SPILL_BASE = 1  # spill index of the spill file's first record
+    DROPPED = 2  # frames dropped (overflow="drop")
+
+
+class EncoderCounter(IntEnum):
+    """The encoder's counters in its camera's ring header (``ring.consumer_counters``)."""
+
+    SPILL_READ = 0  # spill records the encoder has taken
+    SPILL_DONE = 1  # spill records durable in the video
+    ENCODED = 2  # frames the encoder has taken, in total
+    SCHED = 3  # sched.pack() of its threads at the last check (0: not checked yet)
+    RT_REPAIRED = 4  # real-time threads the encoder found and put back, in total
 
 
 # -- recorder -> encoder -------------------------------------------------------------------

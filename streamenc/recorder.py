@@ -12,100 +12,25 @@ from __future__ import annotations
 
 import atexit
 import logging
-import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from . import frames as framelib
+from .backend import Backend, CameraHealth, EpisodeVideo
+from .camera import Camera
 from .codecs import EncoderConfig, depth_config
 from .depth import Depth
-from .depth import view as depth_view
 from .errors import ConfigError, FrameError, ShmTooSmall, StateError, StreamencError
-from .ring import clean_stale
+from .png import PngBackend
+from .segments import clean_stale
+from .videos import MIN_SLOTS, VideoBackend
+
+__all__ = ["Recorder", "EpisodeVideo", "CameraHealth"]  # the types it returns live in backend.py
 
 log = logging.getLogger("streamenc")
 
 OVERFLOW = ("spill", "block", "drop")
-MIN_SLOTS = 16  # the fewest ring slots: an encoder holds frames (look-ahead, open fragment)
-
-
-@dataclass(frozen=True)
-class EpisodeVideo:
-    """One camera's episode: the file, its frame count, the encoder, and LeRobot-format stats."""
-
-    path: Path
-    frames: int
-    codec: str
-    stats: dict[str, np.ndarray] | None
-
-
-@dataclass(frozen=True)
-class CameraHealth:
-    """A camera's pipeline at a glance: encoder pid, frames waiting in the ring and in the
-    spill file for the encoder to take, frames it has taken in total, its restarts, and
-    how the scheduler sees its threads ("idle nice 0"; never a real-time class)."""
-
-    pid: int
-    queued: int
-    spilled: int
-    encoded: int
-    restarts: int
-    sched: str = "unknown"
-
-
-class Backend(Protocol):
-    """What records a Recorder's frames. Each call is for all cameras unless it names one."""
-
-    codec: str
-
-    def existing(self, episode: int, videos: dict[str, Path]) -> list[Path]:
-        """What is already on disk for this episode (the Recorder never overwrites it)."""
-
-    def start(self, episode: int, videos: dict[str, Path]) -> None: ...
-
-    def check(self, cameras: Iterable[str]) -> None:
-        """Raise a failure already reported for these cameras, before a frame is put."""
-
-    def put(self, camera: str, frame: np.ndarray, ts: int, episode: int, index: int) -> None:
-        """One validated frame: HWC (any strides; uint8, or float in [0, 1]), or for a depth
-        camera (H, W) in its dtype (or float64 for a float32 one)."""
-
-    def seal(self, episode: int) -> None:
-        """The last frame is in: start finishing, without waiting."""
-
-    def end(self, episode: int) -> dict[str, EpisodeVideo]: ...
-
-    def cancel(self, episode: int, sealed: bool) -> None: ...
-
-    def health(self) -> dict[str, CameraHealth]: ...
-
-    @property
-    def dropped(self) -> dict[str, int]: ...
-
-    def close(self) -> None: ...
-
-
-def _camera_shape(name: str, shape: tuple[int, ...] | Depth) -> tuple[int, ...]:
-    """(H, W, 3) for an RGB camera, (H, W) for a depth camera."""
-    if not name or not re.fullmatch(r"[\w.\-]+", name):
-        raise ConfigError(f"camera name {name!r} must be letters, digits, '_', '.' or '-'")
-    if isinstance(shape, Depth):
-        dims: tuple[int, ...] = (*shape.shape, 3)  # checked as an RGB frame of that size would be
-    else:
-        dims = tuple(int(d) for d in shape)
-        if len(dims) == 2:
-            dims = (*dims, 3)
-    if len(dims) != 3 or dims[2] != 3 or dims[0] < 16 or dims[1] < 16 or dims[0] % 2 or dims[1] % 2:
-        raise ConfigError(
-            f"camera {name!r}: shape must be (height, width) or (height, width, 3), "
-            f"even and at least 16 px, got {shape}"
-        )
-    return dims[:2] if isinstance(shape, Depth) else dims
 
 
 class Recorder:
@@ -124,7 +49,7 @@ class Recorder:
         self,
         root: str | Path,
         fps: int = 30,
-        cameras: dict[str, tuple[int, ...] | Depth] | None = None,
+        cameras: dict[str, tuple[int, ...] | Depth | Camera] | None = None,
         encoder: EncoderConfig | None = None,
         png_fallback: bool | None = None,
         *,
@@ -143,8 +68,7 @@ class Recorder:
         self.root = Path(root)
         self.fps = fps
         declared = cameras or {"front": (480, 640)}
-        self.cameras = {n: _camera_shape(n, s) for n, s in declared.items()}
-        self.depth = {n: s for n, s in declared.items() if isinstance(s, Depth)}
+        self.cameras: dict[str, Camera] = {n: Camera.declare(n, s) for n, s in declared.items()}
         self.config = encoder or EncoderConfig()
         self.depth_config = depth_encoder or depth_config()
         if not self.depth_config.depth:
@@ -169,13 +93,10 @@ class Recorder:
             self._backend = self._png()
         else:
             try:
-                from .videos import VideoBackend
-
                 self._backend = VideoBackend(
                     fps,
-                    self.cameras,
+                    list(self.cameras.values()),
                     self.config,
-                    depth=self.depth,
                     depth_config=self.depth_config,
                     overflow=overflow,
                     slots=slots,
@@ -190,9 +111,7 @@ class Recorder:
         atexit.register(self._at_exit)
 
     def _png(self) -> Backend:
-        from .png import PngBackend
-
-        return PngBackend(self.root, self.cameras, threads=max(2, 2 * len(self.cameras)), depth=self.depth)
+        return PngBackend(self.root, list(self.cameras.values()), threads=max(2, 2 * len(self.cameras)))
 
     @property
     def codec(self) -> str:
@@ -238,7 +157,7 @@ class Recorder:
                 f"cameras do not match: unknown {sorted(unknown)}, missing {sorted(missing)}; "
                 f"declared {sorted(self.cameras)}"
             )
-        views = {cam: self._valid(cam, frame, strict=True) for cam, frame in frames.items()}
+        views = {cam: self.cameras[cam].frame(frame, strict=True) for cam, frame in frames.items()}
         index = self._index
         if any(n != index for n in self._counts.values()):
             raise StateError("cameras are out of step in this episode: add_frame cannot follow add_camera_frame")
@@ -258,17 +177,9 @@ class Recorder:
         self._check_taking_frames()
         if camera not in self.cameras:
             raise FrameError(f"unknown camera {camera!r}; declared {sorted(self.cameras)}")
-        view = self._valid(camera, frame, strict=False)
+        view = self.cameras[camera].frame(frame, strict=False)
         self._backend.check((camera,))
         return self._put(camera, view, time.monotonic_ns() if timestamp_ns is None else timestamp_ns)
-
-    def _valid(self, camera: str, frame: object, strict: bool) -> np.ndarray:
-        """The view of ``frame`` the backend takes; FrameError when it cannot be one."""
-        if camera in self.depth:
-            return depth_view(camera, frame, self.depth[camera])
-        if strict:
-            return framelib.strict(camera, frame, self.cameras[camera])  # type: ignore[arg-type]
-        return framelib.lenient(camera, frame, self.cameras[camera])  # type: ignore[arg-type]
 
     def _put(self, camera: str, frame: np.ndarray, ts: int) -> int:
         """The tail of add_frame and add_camera_frame: one validated frame to the backend."""

@@ -1,8 +1,8 @@
 """FrameRing: a single-producer, single-consumer ring of frames in POSIX shared memory.
 
 The Cython core (``streamenc._ring``) owns the byte layout, the cursors and
-the GIL-free copy. This module adds what a user touches: named segments and
-semaphores, waits that notice a dead peer, typed errors and stale cleanup.
+the GIL-free copy. This module adds what a user touches: a named segment and its
+semaphores (segments.py), waits that notice a dead peer (liveness.py), typed errors.
 """
 
 from __future__ import annotations
@@ -17,73 +17,36 @@ from collections.abc import Iterator
 import numpy as np
 import posix_ipc
 
-from . import _ring
-from .errors import ConfigError, FrameError, PeerDied, RingError, RingTimeout, ShmTooSmall, StateError
+from . import _ring, liveness, segments
+from .errors import FrameError, PeerDied, RingError, RingTimeout, ShmTooSmall, StateError
+from .segments import PREFIX, shm_free_bytes
 
-SHM_DIR = "/dev/shm"
-PREFIX = "streamenc-"
 POLL_S = 0.05  # how often a blocked wait looks at the peer's pid
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-
-# Indices of the header's counters for the ring's users (``counter``/``set_counter``).
-# Each side stores only its own line. Producer side:
-SPILL_HEAD = 0  # records written to the spill file
-SPILL_BASE = 1  # spill index of the spill file's first record
-DROPPED = 2  # frames dropped (overflow="drop")
-# Consumer side:
-SPILL_READ = 0  # spill records the encoder has taken
-SPILL_DONE = 1  # spill records durable in the video
-ENCODED = 2  # frames the encoder has taken, in total
-SCHED = 3  # the encoder's threads at its last check: policy << 8 | (nice + 20), + 1 (0: not yet)
-RT_REPAIRED = 4  # real-time threads the encoder found and put back, in total
 
 
-def shm_free_bytes(path: str = SHM_DIR) -> int:
-    """Bytes an unprivileged writer can still allocate in the shm filesystem."""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+class Counters:
+    """One side's shared counters in the ring header, by index: every process reads them,
+    only that side stores them. What each one means is for the ring's users to say
+    (protocol.py); the ring only keeps them."""
 
+    __slots__ = ("_ring", "_producer")
 
-def ring_bytes(shape: tuple[int, ...], dtype: str | np.dtype = "uint8", slots: int = 64) -> int:
-    """Size of the segment a ring of this geometry maps."""
-    payload = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    return _ring.layout(payload, slots)[2]
+    def __init__(self, ring: FrameRing, producer: bool) -> None:
+        self._ring, self._producer = ring, producer
 
+    def __getitem__(self, i: int) -> int:
+        self._ring._check_open()
+        return self._ring._core.counter(self._producer, i)
 
-def proc_start(pid: int) -> int:
-    """The process's start time in clock ticks (0 if unknown): with the pid, it names one process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
+    def __setitem__(self, i: int, value: int) -> None:
+        self._ring._check_open()
+        if self._producer != self._ring.is_producer:
+            side = "producer" if self._ring.is_producer else "consumer"
+            raise StateError(f"the {side} cannot store the other side's counters")
+        self._ring._core.set_counter(self._producer, i, value)
 
-
-def pid_alive(pid: int, start: int = 0) -> bool:
-    """True if pid runs and is the process that started at ``start``. Zombies count as dead."""
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: fall back to a signal probe
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    if fields[0] in (b"Z", b"X"):
-        return False
-    return not start or int(fields[19]) == start
-
-
-def _sem_names(name: str) -> tuple[str, str]:
-    return f"/{name}-free", f"/{name}-filled"
+    def add(self, i: int, n: int = 1) -> None:
+        self[i] = self[i] + n
 
 
 class Slot:
@@ -126,17 +89,9 @@ class FrameRing:
     ``FrameRing.attach(name)`` in any process is the consumer.
     """
 
-    def __init__(
-        self,
-        name: str,
-        shm: posix_ipc.SharedMemory,
-        mm: mmap.mmap,
-        free: posix_ipc.Semaphore,
-        filled: posix_ipc.Semaphore,
-        producer: bool,
-    ) -> None:
+    def __init__(self, name: str, mm: mmap.mmap, sems: segments.Semaphores, producer: bool) -> None:
         self._name = name
-        self._shm, self._mm, self._free, self._filled = shm, mm, free, filled
+        self._mm, (self._free, self._filled) = mm, sems
         self._core = _ring.RingCore(mm)
         self._size = len(mm)
         h = self._core.header()
@@ -154,6 +109,8 @@ class FrameRing:
         self._next = int(h["tail"])
         self._credit = int(h["read"]) - int(h["tail"])
         self._released: set[int] = set()
+        self.producer_counters = Counters(self, producer=True)
+        self.consumer_counters = Counters(self, producer=False)
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -166,46 +123,22 @@ class FrameRing:
         and reserves every page, so a short filesystem raises ShmTooSmall here and never
         becomes a SIGBUS in put().
         """
-        shape = tuple(int(d) for d in shape)
-        dt = np.dtype(dtype)
-        if not 1 <= len(shape) <= _ring.MAX_DIMS or any(d <= 0 for d in shape):
-            raise ConfigError(f"shape must have 1..{_ring.MAX_DIMS} positive dims, got {shape}")
-        if dt.hasobject or dt.itemsize == 0:
-            raise ConfigError(f"dtype {dt} cannot live in shared memory")
-        if int(slots) < 1:
-            raise ConfigError(f"slots must be >= 1, got {slots}")
-        slots = int(slots)
-        payload = int(np.prod(shape)) * dt.itemsize
-        offset, stride, total = _ring.layout(payload, slots)
+        g = segments.Geometry.of(shape, dtype, slots)
         free = shm_free_bytes() if shm_free is None else shm_free
-        if total > free:
-            raise ShmTooSmall(total, free)
+        if g.total > free:
+            raise ShmTooSmall(g.total, free)
+
+        def init(mm: mmap.mmap) -> None:
+            core = _ring.RingCore(mm)
+            me = os.getpid()
+            core.init(
+                g.shape, g.dtype.str.encode(), g.payload, g.slots, g.offset, g.stride, me, liveness.start_time(me)
+            )
+            core.release()
 
         name = PREFIX + uuid.uuid4().hex
-        shm = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, mode=0o600, size=total)
-        made: list = [shm]
-        try:
-            try:
-                os.posix_fallocate(shm.fd, 0, total)  # tmpfs reserves the pages now or says ENOSPC
-            except OSError as e:
-                raise ShmTooSmall(total, shm_free_bytes()) from e
-            mm = mmap.mmap(shm.fd, total, flags=_MAP_FLAGS)
-            core = _ring.RingCore(mm)
-            core.init(shape, dt.str.encode(), payload, slots, offset, stride, os.getpid(), proc_start(os.getpid()))
-            core.release()
-            free_name, filled_name = _sem_names(name)
-            free_sem = posix_ipc.Semaphore(free_name, posix_ipc.O_CREX, mode=0o600, initial_value=slots)
-            made.append(free_sem)
-            filled_sem = posix_ipc.Semaphore(filled_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
-            made.append(filled_sem)
-        except BaseException:
-            for obj in reversed(made):
-                with contextlib.suppress(posix_ipc.Error):
-                    obj.unlink()
-            shm.close_fd()
-            raise
-        shm.close_fd()
-        return cls(name, shm, mm, free_sem, filled_sem, producer=True)
+        mm, sems = segments.create(name, g.total, g.slots, init)
+        return cls(name, mm, sems, producer=True)
 
     @classmethod
     def attach(cls, name: str) -> FrameRing:
@@ -214,44 +147,27 @@ class FrameRing:
         name = name.lstrip("/")
         if not name.startswith(PREFIX):
             raise RingError(f"{name!r} is not a streamenc ring name")
-        try:
-            shm = posix_ipc.SharedMemory("/" + name)
-        except posix_ipc.ExistentialError:
-            raise RingError(f"no ring named {name!r} in {SHM_DIR}") from None
-        try:
-            if shm.size < _ring.PAGE:
-                raise RingError(f"{name!r} is {shm.size} bytes: not a streamenc ring")
-            mm = mmap.mmap(shm.fd, shm.size, flags=_MAP_FLAGS)
-        finally:
-            shm.close_fd()
+        mm, sems = segments.open_existing(name)
         core = _ring.RingCore(mm)
         try:
             h = core.header()
-            if h["magic"] != _ring.MAGIC:
-                raise RingError(f"{name!r} is not a streamenc ring (bad magic {h['magic']:#x})")
-            if h["version"] != _ring.VERSION:
-                raise RingError(
-                    f"{name!r} has ring layout version {h['version']}, this streamenc reads {_ring.VERSION}"
-                )
-            if h["slot_offset"] + h["slot_stride"] * h["slots"] > len(mm):
-                raise RingError(f"{name!r} is shorter than its header says")
+            segments.check_header(name, h, len(mm))
             if (
                 h["consumer_pid"]
                 and not h["consumer_closed"]
                 and h["consumer_pid"] != os.getpid()
-                and pid_alive(h["consumer_pid"], h["consumer_start"])
+                and liveness.alive(h["consumer_pid"], h["consumer_start"])
             ):
                 raise RingError(f"ring {name!r} already has a live consumer, pid {h['consumer_pid']}")
-            core.set_consumer(os.getpid(), proc_start(os.getpid()))
-        finally:
+            core.set_consumer(os.getpid(), liveness.start_time(os.getpid()))
+        except BaseException:
             core.release()
-        try:
-            free_name, filled_name = _sem_names(name)
-            free_sem, filled_sem = posix_ipc.Semaphore(free_name), posix_ipc.Semaphore(filled_name)
-        except posix_ipc.ExistentialError:
+            for sem in sems:
+                sem.close()
             mm.close()
-            raise RingError(f"ring {name!r} has lost its semaphores (was it unlinked?)") from None
-        return cls(name, shm, mm, free_sem, filled_sem, producer=False)
+            raise
+        core.release()
+        return cls(name, mm, sems, producer=False)
 
     # -- properties -------------------------------------------------------------
     @property
@@ -293,18 +209,6 @@ class FrameRing:
         self._check_open()
         return self._core.head - self._next + self._credit
 
-    def counter(self, side: str, i: int) -> int:
-        """One of the shared counters the ring keeps for its users; side is "producer" or "consumer"."""
-        self._check_open()
-        return self._core.counter(side == "producer", i)
-
-    def set_counter(self, side: str, i: int, value: int) -> None:
-        """Store a shared counter. Each side stores only its own."""
-        self._check_open()
-        if (side == "producer") != self.is_producer:
-            raise StateError(f"the {'producer' if self.is_producer else 'consumer'} cannot store {side} counters")
-        self._core.set_counter(side == "producer", i, value)
-
     def header(self) -> dict:
         """The segment header, for diagnostics."""
         self._check_open()
@@ -325,7 +229,7 @@ class FrameRing:
     def _take_free(self, timeout: float | None) -> None:
         if self._held_free:
             return
-        self._wait(self._free, timeout, self._consumer_gone, "a free slot")
+        self._wait(self._free, timeout, False, "a free slot")
         self._held_free = True
 
     def put(
@@ -385,7 +289,7 @@ class FrameRing:
         if self._credit > 0:
             self._credit -= 1
         else:
-            self._wait(self._filled, timeout, self._producer_gone, "a frame")
+            self._wait(self._filled, timeout, True, "a frame")
         seq = self._next
         self._next += 1
         if self._next > self._core.read:
@@ -415,23 +319,18 @@ class FrameRing:
                 self._free.release()
 
     # -- waiting --------------------------------------------------------------------
-    def _consumer_gone(self) -> str | None:
-        pid, start, closed = self._core.consumer
+    def _gone(self, producer: bool) -> str | None:
+        """Why the other side will never post again (it closed, or died), or None."""
+        side = "producer" if producer else "consumer"
+        pid, start, closed = self._core.producer if producer else self._core.consumer
         if closed:
-            return f"consumer pid {pid} closed ring {self._name}"
-        if pid and not pid_alive(pid, start):
-            return f"consumer pid {pid} of ring {self._name} died"
+            return f"{side} pid {pid} closed ring {self._name}"
+        if pid and not liveness.alive(pid, start):  # a consumer's pid is 0 until it attaches
+            return f"{side} pid {pid} of ring {self._name} died"
         return None
 
-    def _producer_gone(self) -> str | None:
-        pid, start, closed = self._core.producer
-        if closed:
-            return f"producer pid {pid} closed ring {self._name}"
-        if not pid_alive(pid, start):
-            return f"producer pid {pid} of ring {self._name} died"
-        return None
-
-    def _wait(self, sem: posix_ipc.Semaphore, timeout: float | None, gone, what: str) -> None:
+    def _wait(self, sem: posix_ipc.Semaphore, timeout: float | None, producer: bool, what: str) -> None:
+        """Take ``sem``, waiting up to ``timeout``; PeerDied once that side is gone."""
         try:
             sem.acquire(0)
             return
@@ -439,7 +338,7 @@ class FrameRing:
             pass
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            why = gone()
+            why = self._gone(producer)
             if why:
                 try:  # the peer may have posted just before it went
                     sem.acquire(0)
@@ -486,7 +385,7 @@ class FrameRing:
         if self._unlinked:
             return
         self._unlinked = True
-        _unlink_all(self._name)
+        segments.unlink(self._name)
 
     def __enter__(self) -> FrameRing:
         return self
@@ -499,56 +398,3 @@ class FrameRing:
     def __repr__(self) -> str:
         role = "producer" if self.is_producer else "consumer"
         return f"<FrameRing {self._name} {role} shape={self.shape} dtype={self.dtype} slots={self.slots}>"
-
-
-def _unlink_all(name: str) -> None:
-    for sem in _sem_names(name):
-        with contextlib.suppress(posix_ipc.ExistentialError):
-            posix_ipc.unlink_semaphore(sem)
-    with contextlib.suppress(posix_ipc.ExistentialError):
-        posix_ipc.unlink_shared_memory("/" + name)
-
-
-def _segment_owner(name: str) -> tuple[int, int] | None:
-    """(producer pid, start) from a segment's header, or None if it is not one of ours."""
-    try:
-        with open(os.path.join(SHM_DIR, name), "rb") as f:
-            raw = f.read(_ring.HEADER_BYTES)
-    except OSError:
-        return None
-    if len(raw) < _ring.HEADER_BYTES or int.from_bytes(raw[:8], "little") != _ring.MAGIC:
-        return None
-    at = _ring.PRODUCER_AT
-    pid = int.from_bytes(raw[at : at + 8], "little", signed=True)
-    start = int.from_bytes(raw[at + 8 : at + 16], "little")
-    return pid, start
-
-
-def clean_stale(dry_run: bool = False) -> list[str]:
-    """Remove rings whose producer is dead, and semaphores left without a segment.
-
-    Returns the names (as in /dev/shm) that were, or with ``dry_run`` would be, removed.
-    """
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    segments = {e for e in entries if e.startswith(PREFIX)}
-    removed: list[str] = []
-    for seg in sorted(segments):
-        owner = _segment_owner(seg)
-        if owner is None or pid_alive(*owner):
-            continue
-        removed.append(seg)
-        removed.extend(f"sem.{s[1:]}" for s in _sem_names(seg) if f"sem.{s[1:]}" in entries)
-        if not dry_run:
-            _unlink_all(seg)
-    for e in sorted(entries):
-        if e.startswith("sem." + PREFIX) and e not in removed:
-            base = e[4:].rsplit("-", 1)[0]
-            if base not in segments:
-                removed.append(e)
-                if not dry_run:
-                    with contextlib.suppress(posix_ipc.ExistentialError):
-                        posix_ipc.unlink_semaphore("/" + e[4:])
-    return removed

@@ -5,7 +5,7 @@ size), then fixed-size records, each a 64-byte record header (magic, episode, fr
 index, timestamp, spill index) and the raw frame. A record is written with one
 ``pwritev``, by a thread of the recorder, never by the record loop itself. Its position
 follows from its spill index, so the writer (the recorder) and the reader (the encoder)
-share nothing but four counters in the ring header (their indices are in ring.py):
+share nothing but four counters in the ring header (named in protocol.py):
 
 - ``HEAD``  records written (producer);
 - ``BASE``  the spill index stored at the first record position (producer);
@@ -32,10 +32,7 @@ import numpy as np
 
 from .errors import DiskFull, SpillError, is_disk_full
 from .frames import write as write_frame
-from .ring import SPILL_BASE as BASE
-from .ring import SPILL_DONE as DONE
-from .ring import SPILL_HEAD as HEAD
-from .ring import SPILL_READ as READ
+from .protocol import EncoderCounter, RecorderCounter
 from .ring import FrameRing
 
 FILE_MAGIC = b"STRMSPL1"
@@ -50,6 +47,9 @@ MEMORY_BYTES = 96 * 2**20  # per camera: frames waiting for the disk in memory (
 IDLE_MS = 200  # how often an idle writer with a file open checks whether it can delete it
 
 log = logging.getLogger("streamenc")
+
+HEAD, BASE = int(RecorderCounter.SPILL_HEAD), int(RecorderCounter.SPILL_BASE)
+READ, DONE = int(EncoderCounter.SPILL_READ), int(EncoderCounter.SPILL_DONE)
 
 
 def record_bytes(frame_bytes: int) -> int:
@@ -75,7 +75,6 @@ class SpillWriter:
         self.ring = ring
         self.rec = record_bytes(ring.frame_bytes)
         self.max_buffers = max(2, memory_bytes // ring.frame_bytes)
-        self.active = False  # frames go here, not to the ring, until the encoder catches up
         self._fd = -1  # the file is made on the first spilled frame: most recordings never need it
         self._queue: deque = deque()  # (spill index, episode, frame index, timestamp, buffer): loop -> writer
         self._free: deque = deque()  # buffers written out, for reuse: writer -> loop
@@ -92,15 +91,22 @@ class SpillWriter:
     # -- the record loop's side ---------------------------------------------------------
     @property
     def head(self) -> int:
-        return self.ring.counter("producer", HEAD)
+        return self.ring.producer_counters[HEAD]
 
     @property
     def backlog(self) -> int:
         """Frames accepted that the encoder has not taken yet (queued here, or in the file)."""
-        return len(self._queue) + self.head - self.ring.counter("consumer", READ)
+        return len(self._queue) + self.head - self.ring.consumer_counters[READ]
+
+    @property
+    def pool_bytes(self) -> int:
+        """Memory held by the frame buffers made so far: bounded, grown as the disk lags."""
+        return self._buffers * self.ring.frame_bytes
 
     def caught_up(self) -> bool:
-        return not self._queue and self.ring.counter("consumer", READ) >= self.head
+        """Nothing spilled waits for the encoder: a new frame may go to the ring again
+        without passing frames that came before it."""
+        return not self._queue and self.ring.consumer_counters[READ] >= self.head
 
     def append(self, frame: np.ndarray, episode: int, frame_index: int, timestamp_ns: int) -> None:
         """Queue one frame (HWC, any strides, uint8 or float in [0, 1]) for the file.
@@ -141,7 +147,7 @@ class SpillWriter:
         Only once the encoder has read every record in the file, so that its merge of
         ring and file still sees every frame in order. When none is left, the next
         spilled frame tries the disk again."""
-        while self._queue and self.ring.counter("consumer", READ) >= self.head:
+        while self._queue and self.ring.consumer_counters[READ] >= self.head:
             _, episode, index, ts, buf = self._queue[0]
             if not put(buf, ts, episode, index):
                 return
@@ -183,11 +189,11 @@ class SpillWriter:
         if self._fd < 0:
             self._open()
         header = _REC.pack(REC_MAGIC, 0, episode, index, ts, j).ljust(REC_HEADER, b"\0")
-        offset = FILE_HEADER + (j - self.ring.counter("producer", BASE)) * self.rec
+        offset = FILE_HEADER + (j - self.ring.producer_counters[BASE]) * self.rec
         n = self.write(self._fd, [header, buf], offset)
         if n != self.rec:
             raise OSError(errno.ENOSPC, "short write", str(self.path))  # a full disk can also write short
-        self.ring.set_counter("producer", HEAD, j + 1)
+        self.ring.producer_counters[HEAD] = j + 1
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,11 +215,11 @@ class SpillWriter:
             if self._fd < 0:
                 return
             head = self.head
-            if self.ring.counter("consumer", DONE) >= head:
+            if self.ring.consumer_counters[DONE] >= head:
                 os.close(self._fd)
                 self._fd = -1
                 self.path.unlink(missing_ok=True)
-                self.ring.set_counter("producer", BASE, head)
+                self.ring.producer_counters[BASE] = head
 
     def close(self, keep: bool = False) -> None:
         """Stop the writer once it has written what it holds, then close the file; ``keep``
@@ -257,11 +263,11 @@ class SpillReader:
         self.buf = np.empty(ring.shape, ring.dtype)
         self._head = bytearray(REC_HEADER)
         # a restarted encoder goes back to the first record that is not durable yet
-        self.next = ring.counter("consumer", DONE)
-        ring.set_counter("consumer", READ, self.next)
+        self.next = ring.consumer_counters[DONE]
+        ring.consumer_counters[READ] = self.next
 
     def _open(self) -> bool:
-        base = self.ring.counter("producer", BASE)
+        base = self.ring.producer_counters[BASE]
         if self._fd >= 0 and base != self._base:  # the writer deleted that file and began another
             os.close(self._fd)
             self._fd = -1
@@ -274,7 +280,7 @@ class SpillReader:
         return True
 
     def available(self) -> int:
-        return self.ring.counter("producer", HEAD) - self.next
+        return self.ring.producer_counters[HEAD] - self.next
 
     def peek(self) -> tuple[int, int] | None:
         """(episode, frame index) of the next record, or None if there is none yet."""
@@ -297,12 +303,12 @@ class SpillReader:
             raise SpillError(f"spill {self.path}: record {j} is short ({n} of {self.rec} bytes)")
         _, _, episode, index, ts, _ = _REC.unpack_from(self._head)
         self.next = j + 1
-        self.ring.set_counter("consumer", READ, self.next)
+        self.ring.consumer_counters[READ] = self.next
         return j, episode, index, ts, self.buf
 
     def done(self, j: int) -> None:
         """Record j's frame is durable in the video."""
-        self.ring.set_counter("consumer", DONE, j + 1)
+        self.ring.consumer_counters[DONE] = j + 1
 
     def close(self) -> None:
         if self._fd >= 0:

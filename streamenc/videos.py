@@ -1,10 +1,9 @@
-"""The Recorder's video backend: per camera a FrameRing, a spill file and an encoder process.
+"""The Recorder's video backend: per camera a ring, a spill file and an encoder process.
 
-The record loop only copies a frame into the camera's ring (or, when the ring is full,
-into the spill writer's queue); the encoder process does the rest. When a ring is full
-the frame goes, in order, to the camera's spill file (``overflow="spill"``), or the
-loop waits (``"block"``), or the frame is dropped and counted (``"drop"``). A dead
-encoder is restarted and resumes the open episode.
+The record loop only copies a frame into its camera's pipeline (pipeline.py); the encoder
+processes do the rest. This module sizes the rings to what /dev/shm holds, starts one
+pipeline per camera, and waits for the encoders at the episode's end, restarting any that
+die meanwhile, with a progress bar over the backlog when that wait is long.
 """
 
 from __future__ import annotations
@@ -15,24 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frames as framelib
-from . import parts, sched
+from . import parts
+from .backend import CameraHealth, EpisodeVideo
+from .camera import Camera
 from .codecs import EncoderConfig, default_threads, select
-from .depth import Depth
-from .encoder import EncoderProcess
-from .errors import EncoderError, PeerDied, RingTimeout, ShmTooSmall
-from .protocol import Cancel, Cancelled, EncoderSpec, End, Ended, Failed, Start, Started, error_for
-from .recorder import MIN_SLOTS, CameraHealth, EpisodeVideo
-from .ring import DROPPED, ENCODED, RT_REPAIRED, SCHED, FrameRing, ring_bytes, shm_free_bytes
-from .spill import SpillWriter
+from .errors import EncoderError, ShmTooSmall
+from .pipeline import CameraPipeline
+from .protocol import Cancel, Cancelled, End, Ended, Failed, Start, Started, error_for
+from .segments import ring_bytes, shm_free_bytes
 
 log = logging.getLogger("streamenc")
 
+MIN_SLOTS = 16  # the fewest ring slots: an encoder holds frames (look-ahead, open fragment)
 RING_BUDGET_BYTES = 256 * 2**20  # per camera; 64 slots of 480p fit, 1080p gets fewer
 MAX_SLOTS = 64
-RESTARTS_ALLOWED = 3  # within RESTART_WINDOW_S; one more failure and the camera is given up
-RESTART_WINDOW_S = 10.0
-ATTACH_POLL_S = 0.005  # overflow="block": how often a full ring is tried while a new encoder attaches
 PROGRESS_AFTER_S = 1.0
 
 
@@ -70,152 +65,10 @@ def plan_slots(
     return slots
 
 
-class _Camera:
-    """One camera's ring, spill file and encoder process, and this episode's counts."""
-
-    def __init__(self, name: str, shape: tuple[int, ...], dtype: str, slots: int, spec: dict, spill_dir: Path) -> None:
-        self.name, self.shape = name, shape
-        self.ring = FrameRing.create(shape, dtype, slots=slots)
-        self.spill = SpillWriter(spill_dir / f"{name}-{self.ring.name}.spill", self.ring)
-        self.spec = EncoderSpec(name, self.ring.name, str(self.spill.path), **spec)
-        self.enc = EncoderProcess(self.spec)
-        self.restarts: list[float] = []
-        self.failed: str | None = None
-        self.video: Path | None = None  # this episode's file
-        self.put_count = 0
-        self.last_index = -1
-        self.dropped = 0
-        self.warned = False
-
-    # -- frames --------------------------------------------------------------------------
-    def check(self) -> None:
-        """Raise at once what the encoder reported failing (a full disk), before any frame of
-        this call is put; a dead encoder is left to put(), which restarts it."""
-        if self.failed is not None:
-            return
-        try:
-            msg = self.enc.poll()
-        except EncoderError:
-            return
-        if isinstance(msg, Failed):
-            raise error_for(msg, self.name, self.ring.frame_bytes)
-
-    def _ring_put(self, frame: np.ndarray, ts: int, ep: int, index: int, timeout: float | None) -> None:
-        if frame.dtype == self.ring.dtype and frame.flags.c_contiguous:
-            self.ring.put(frame, ts, timeout, episode=ep, frame_index=index)
-        else:  # strided (CHW) or float input: converted straight into the slot
-            with self.ring.reserve(timeout, timestamp_ns=ts, episode=ep, frame_index=index) as buf:
-                framelib.write(buf, frame)
-
-    def rescue_put(self, frame: np.ndarray, ts: int, ep: int, index: int) -> bool:
-        """A frame the spill could not write goes to the ring instead, if there is room."""
-        try:
-            self.ring.put(frame, ts, 0, episode=ep, frame_index=index)
-            return True
-        except (RingTimeout, PeerDied):  # a dead encoder is restarted by put() or end()
-            return False
-
-    def put(self, frame: np.ndarray, ts: int, ep: int, index: int, overflow: str) -> None:
-        if self.failed is None and not self.enc.alive:
-            self.restart(ep)
-        if self.spill.error is not None:  # a failed spill write: its frames go first, through the ring
-            self.spill.rescue(self.rescue_put)
-        if overflow == "block":
-            while True:
-                try:
-                    self._ring_put(frame, ts, ep, index, None if self.failed is None else 0)
-                    break
-                except (PeerDied, RingTimeout) as e:
-                    if self.failed is not None:  # the camera's encoder is given up: keep the frame on disk
-                        self.spill.append(frame, ep, index, ts)
-                        break
-                    if isinstance(e, PeerDied) and not self._replace_dead(ep):
-                        time.sleep(ATTACH_POLL_S)
-        elif overflow == "drop":
-            try:
-                self._ring_put(frame, ts, ep, index, 0)
-            except (RingTimeout, PeerDied):
-                self.dropped += 1
-                self.ring.set_counter("producer", DROPPED, self.ring.counter("producer", DROPPED) + 1)
-                return
-        else:
-            if self.spill.active and self.spill.caught_up():
-                self.spill.active = False
-            if not self.spill.active:
-                try:
-                    self._ring_put(frame, ts, ep, index, 0)
-                except RingTimeout:
-                    self.spill.active = True
-                except PeerDied:
-                    self._replace_dead(ep)
-                    self.spill.active = True
-            if self.spill.active:
-                self.spill.append(frame, ep, index, ts)
-        self.put_count += 1
-        self.last_index = index
-
-    @property
-    def backlog(self) -> int:
-        """Frames waiting for the encoder to take them, in the ring and the spill."""
-        return self.ring.unread + self.spill.backlog
-
-    # -- the encoder process ----------------------------------------------------------------
-    def _replace_dead(self, ep: int) -> bool:
-        """The full ring names a dead encoder: restart it, unless that was done already.
-        A new encoder leaves the dead one's pid in the ring's header until it has started
-        and attached; restarting it for that would kill a healthy one. True: restarted."""
-        if self.enc.alive:
-            return False
-        self.restart(ep)
-        return True
-
-    def restart(self, ep: int | None) -> None:
-        """Start a new encoder in place of a dead one; it resumes the open episode from the
-        first frame not yet durable. Gives up after RESTARTS_ALLOWED in RESTART_WINDOW_S."""
-        if self.failed is not None:
-            return
-        code = self.enc.exit_code
-        self.enc.stop(timeout=1)
-        now = time.monotonic()
-        recent = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
-        if len(recent) >= RESTARTS_ALLOWED:
-            self.failed = (
-                f"encoder for {self.name} died {len(recent) + 1} times in {RESTART_WINDOW_S:g} s "
-                f"(last exit code {code}); frames not encoded are kept in {self.spill.path}"
-            )
-            log.error("streamenc: %s", self.failed)
-            return
-        log.warning("streamenc: encoder for %s died (exit code %s); restarting", self.name, code)
-        self.restarts.append(now)
-        self.enc = EncoderProcess(self.spec)  # its start-up runs while the ring and spill take frames
-        if ep is not None:
-            self.enc.send(Start(ep, str(self.video), resume=True))
-
-    def health(self) -> CameraHealth:
-        schedule = sched.unpack(self.ring.counter("consumer", SCHED))
-        repaired = self.ring.counter("consumer", RT_REPAIRED)
-        if repaired:
-            schedule += f" ({repaired} real-time threads put back)"
-        return CameraHealth(
-            self.enc.pid,
-            self.ring.unread,
-            self.spill.backlog,
-            self.ring.counter("consumer", ENCODED),
-            len(self.restarts),
-            schedule,
-        )
-
-    def close(self) -> None:
-        self.enc.stop()
-        self.spill.close(keep=self.failed is not None or self.spill.backlog > 0)
-        self.ring.close()
-        self.ring.unlink()
-
-
-class _Countdown:
+class Countdown:
     """A progress bar over the frames waiting for their encoders when it appears."""
 
-    def __init__(self, what: str, cams: list[_Camera]) -> None:
+    def __init__(self, what: str, cams: list[CameraPipeline]) -> None:
         from tqdm import tqdm
 
         self.cams = cams
@@ -241,39 +94,38 @@ class VideoBackend:
     def __init__(
         self,
         fps: int,
-        cameras: dict[str, tuple[int, ...]],
+        cameras: list[Camera],
         config: EncoderConfig,
         *,
-        depth: dict[str, Depth] | None = None,
-        depth_config: EncoderConfig | None = None,
+        depth_config: EncoderConfig,
         overflow: str,
         slots: int | None,
         spill_dir: Path,
         warn_behind_s: float,
     ) -> None:
         self.fps, self.overflow, self.warn_behind_s = fps, overflow, warn_behind_s
-        depth = depth or {}
-        self._cams: dict[str, _Camera] = {}
-        names = list(cameras)
-        rgb = [n for n in names if n not in depth]
-        depth_codec = select(depth_config) if depth else None
-        self.codec = select(config) if rgb or not depth else depth_codec
-        dtypes = [depth[n].dtype if n in depth else "uint8" for n in names]
-        plan = plan_slots([cameras[n] for n in names], slots, shm_free_bytes(), dtypes)
-        threads = default_threads(len(names))
-        specs = {"rgb": {"fps": fps, "vcodec": self.codec, "config": config, "threads": config.threads or threads}}
-        if depth:
-            # all cores for each depth encoder, not a share: x265 lossless costs ~4x SVT-AV1's
-            # RGB per frame and is too slow on one core for 480p at 30 fps (docs/benchmarks.md);
-            # its threads are SCHED_IDLE like every encoder's, so the loop still comes first
-            depth_threads = depth_config.threads or default_threads(1)
-            specs["depth"] = {"fps": fps, "vcodec": depth_codec, "config": depth_config, "threads": depth_threads}
+        self.pipelines: dict[str, CameraPipeline] = {}
+        has_rgb = any(not c.is_depth for c in cameras)
+        has_depth = any(c.is_depth for c in cameras)
+        depth_codec = select(depth_config) if has_depth else None
+        self.codec = select(config) if has_rgb else depth_codec
+        plan = plan_slots([c.shape for c in cameras], slots, shm_free_bytes(), [c.dtype for c in cameras])
+        threads = config.threads or default_threads(len(cameras))
+        rgb = {"fps": fps, "vcodec": self.codec, "config": config, "threads": threads}
+        # all cores for each depth encoder, not a share: x265 lossless costs ~4x SVT-AV1's
+        # RGB per frame and is too slow on one core for 480p at 30 fps (docs/benchmarks.md);
+        # its threads are SCHED_IDLE like every encoder's, so the loop still comes first
+        depth = {
+            "fps": fps,
+            "vcodec": depth_codec,
+            "config": depth_config,
+            "threads": depth_config.threads or default_threads(1),
+        }
         try:
-            for name, dtype, n in zip(names, dtypes, plan, strict=True):
-                spec = specs["rgb"] if name not in depth else {**specs["depth"], "depth": depth[name]}
-                self._cams[name] = _Camera(name, cameras[name], dtype, n, spec, spill_dir)
-            for cam in self._cams.values():
-                cam.enc.wait_ready()
+            for cam, n in zip(cameras, plan, strict=True):
+                self.pipelines[cam.name] = CameraPipeline(cam, n, depth if cam.is_depth else rgb, spill_dir)
+            for pipe in self.pipelines.values():
+                pipe.enc.wait_ready()
         except BaseException:
             self.close()
             raise
@@ -283,26 +135,25 @@ class VideoBackend:
         return [p for p in videos.values() if p.exists()]
 
     def start(self, episode: int, videos: dict[str, Path]) -> None:
-        failed = [c.failed for c in self._cams.values() if c.failed]
+        failed = [c.failed for c in self.pipelines.values() if c.failed]
         if failed:
             raise EncoderError("; ".join(failed))
-        for name, cam in self._cams.items():
-            cam.put_count, cam.last_index, cam.dropped, cam.warned = 0, -1, 0, False
-            cam.video = videos[name]
+        for name, cam in self.pipelines.items():
+            cam.begin(videos[name])
             if not cam.enc.alive:
                 cam.restart(None)
             cam.enc.send(Start(episode, str(cam.video)))
-        for name, cam in self._cams.items():
+        for name, cam in self.pipelines.items():
             msg = cam.enc.expect((Started,), 60, "start_episode")
             if isinstance(msg, Failed):
                 raise EncoderError(f"camera {name}: could not start episode {episode}: {msg.text}")
 
     def check(self, cameras) -> None:
         for name in cameras:
-            self._cams[name].check()
+            self.pipelines[name].check()
 
     def put(self, camera: str, frame: np.ndarray, ts: int, episode: int, index: int) -> None:
-        cam = self._cams[camera]
+        cam = self.pipelines[camera]
         cam.put(frame, ts, episode, index, self.overflow)
         if index % self.fps == 0 and self.overflow != "block":  # blocking is the point there
             self._warn_if_behind(cam)
@@ -314,8 +165,7 @@ class VideoBackend:
         answers = self._wait_all(episode, Ended, "encoding backlog", End)
         videos, errors = {}, []
         for name, msg in answers.items():
-            cam = self._cams[name]
-            cam.spill.active = False
+            cam = self.pipelines[name]
             cam.spill.trim()
             if isinstance(msg, Ended) and msg.frames == cam.put_count:
                 videos[name] = EpisodeVideo(Path(msg.path), msg.frames, msg.codec, msg.stats)
@@ -333,7 +183,7 @@ class VideoBackend:
     def cancel(self, episode: int, sealed: bool) -> None:
         if sealed:  # the encoders are finishing it already: let them, then remove what they wrote
             self._wait_all(episode, Ended, "cancelling", End)
-            for cam in self._cams.values():
+            for cam in self.pipelines.values():
                 parts.remove(cam.video)
             return
         self._send_all(Cancel)
@@ -343,19 +193,19 @@ class VideoBackend:
             raise EncoderError("; ".join(bad))
 
     def health(self) -> dict[str, CameraHealth]:
-        return {name: cam.health() for name, cam in self._cams.items()}
+        return {name: cam.health() for name, cam in self.pipelines.items()}
 
     @property
     def dropped(self) -> dict[str, int]:
-        return {name: cam.dropped for name, cam in self._cams.items()}
+        return {name: cam.dropped for name, cam in self.pipelines.items()}
 
     def close(self) -> None:
-        for cam in self._cams.values():
+        for cam in self.pipelines.values():
             cam.close()
-        self._cams.clear()
+        self.pipelines.clear()
 
     # -- helpers --------------------------------------------------------------------------
-    def _warn_if_behind(self, cam: _Camera) -> None:
+    def _warn_if_behind(self, cam: CameraPipeline) -> None:
         backlog = cam.backlog
         if not cam.warned and backlog > self.warn_behind_s * self.fps:
             cam.warned = True
@@ -370,7 +220,7 @@ class VideoBackend:
 
     def _send_all(self, command: type) -> None:
         """Tell each working encoder the index of the last frame it gets for this episode."""
-        for cam in self._cams.values():
+        for cam in self.pipelines.values():
             if cam.failed is None:
                 try:
                     cam.enc.send(command(cam.last_index))
@@ -381,7 +231,7 @@ class VideoBackend:
         """Wait for every camera's answer (``kind``, or a final Failed), restarting encoders
         that die meanwhile. Once the wait passes PROGRESS_AFTER_S a progress bar counts down
         the frames still waiting for their encoder (in the rings and spill files)."""
-        waiting = dict(self._cams)
+        waiting = dict(self.pipelines)
         answers: dict[str, object] = {}
         t0, bar = time.monotonic(), None
         try:
@@ -405,7 +255,7 @@ class VideoBackend:
                         del waiting[name]
                 if waiting:
                     if bar is None and time.monotonic() - t0 > PROGRESS_AFTER_S:
-                        bar = _Countdown(what, list(self._cams.values()))
+                        bar = Countdown(what, list(self.pipelines.values()))
                     if bar is not None:
                         bar.update()
                     time.sleep(0.01)

@@ -29,6 +29,7 @@ from .errors import PeerDied, RingTimeout
 from .protocol import (
     Cancel,
     Cancelled,
+    EncoderCounter,
     EncoderSpec,
     End,
     Ended,
@@ -39,7 +40,7 @@ from .protocol import (
     Stop,
     Stopped,
 )
-from .ring import ENCODED, RT_REPAIRED, SCHED, FrameRing
+from .ring import FrameRing
 from .spill import SpillReader
 from .stats import EpisodeStats
 
@@ -293,8 +294,8 @@ class _ScheduleWatch:
         if found:
             self.repaired += found
             print(f"streamenc: encoder put {found} real-time thread(s) back to {self.cfg.sched}", file=sys.stderr)
-            self.ring.set_counter("consumer", RT_REPAIRED, self.repaired)
-        self.ring.set_counter("consumer", SCHED, sched.pack(sched.observe()))
+            self.ring.consumer_counters[EncoderCounter.RT_REPAIRED] = self.repaired
+        self.ring.consumer_counters[EncoderCounter.SCHED] = sched.pack(sched.observe())
         self.last = time.monotonic()
 
     def maybe_check(self) -> None:
@@ -380,7 +381,7 @@ def serve(spec: EncoderSpec, conn: Connection) -> None:
                 release()  # a frame of a cancelled or earlier episode
                 continue
             ep.take(index, array, release)
-            ring.set_counter("consumer", ENCODED, ring.counter("consumer", ENCODED) + 1)
+            ring.consumer_counters.add(EncoderCounter.ENCODED)
             if ep.error is not None and not ep.error_sent:  # tell the recorder now, not at the end
                 ep.error_sent = True
                 conn.send(Failed(ep.error.kind, ep.error.text, ep.error.path, ep.error.errno, final=False))

@@ -15,7 +15,7 @@ import pytest
 
 import streamenc
 from streamenc import sched
-from streamenc.ring import _unlink_all
+from streamenc.segments import unlink
 
 if os.environ.get("STREAMENC_TEST_INSTALLED") and "site-packages" not in streamenc.__file__:
     raise RuntimeError(f"testing the installed package, but streamenc was imported from {streamenc.__file__}")
@@ -47,7 +47,7 @@ def no_leaks():
     leaked = sorted(_shm_entries() - before)
     for entry in leaked:
         if not entry.startswith("sem."):
-            _unlink_all(entry)
+            unlink(entry)
     leaked_now = sorted(_shm_entries() - before)
     for entry in leaked_now:  # lone semaphores
         with contextlib.suppress(OSError):

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from helpers import wait_for
 
-from streamenc import EncoderConfig, EncoderError, Recorder
+from streamenc import EncoderConfig, EncoderError, Recorder, segments, testing
 from streamenc import ring as ringmod
 from streamenc import spill as spill_mod
 from streamenc import videos as recmod
@@ -59,7 +59,7 @@ def test_overload_spills_in_order_loses_nothing_and_memory_stays_flat(tmp_path):
         for i in range(n):
             rec.add_frame({k: c.frame(i) for k, c in cams.items()})
             if i % 25 == 0:  # less the spill writers' buffer pools: bounded, filled as the disk lags
-                pools = sum(c.spill._buffers * c.ring.frame_bytes for c in rec._backend._cams.values())
+                pools = sum(testing.pipeline(rec, k).spill.pool_bytes for k in cams)
                 rss.append(_tree_rss(pids) - pools)
                 max_spilled = max(max_spilled, *(h.spilled for h in rec.health().values()))
             tick += 1 / (4 * FPS)
@@ -266,8 +266,8 @@ def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
     out = subprocess.run([sys.executable, "-m", "streamenc", "clean"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "removed /dev/shm/streamenc-" in out.stdout
-    left = [e for e in os.listdir("/dev/shm") if e.startswith("streamenc-") and ringmod._segment_owner(e)]
-    assert not [e for e in left if ringmod._segment_owner(e)[0] == proc.pid], "the dead recorder's ring is there"
+    left = [e for e in os.listdir("/dev/shm") if e.startswith("streamenc-") and segments.owner(e)]
+    assert not [e for e in left if segments.owner(e)[0] == proc.pid], "the dead recorder's ring is there"
     assert not [
         e for e in os.listdir("/dev/shm") if e.startswith("sem.streamenc-") and e[4:].rsplit("-", 1)[0] not in left
     ]
@@ -323,13 +323,13 @@ def test_full_disk_raises_disk_full_fast_and_keeps_what_was_written(tmp_path, wh
 
 
 def test_short_dev_shm_gives_fewer_slots_with_a_warning(tmp_path, monkeypatch, caplog):
-    full = ringmod.ring_bytes((240, 320, 3), "uint8", recmod.default_slots((240, 320, 3)))
-    monkeypatch.setattr(ringmod, "shm_free_bytes", lambda path=ringmod.SHM_DIR: full // 2)
-    monkeypatch.setattr(recmod, "shm_free_bytes", lambda path=ringmod.SHM_DIR: full // 2)
+    full = segments.ring_bytes((240, 320, 3), "uint8", recmod.default_slots((240, 320, 3)))
+    monkeypatch.setattr(ringmod, "shm_free_bytes", lambda path=segments.SHM_DIR: full // 2)
+    monkeypatch.setattr(recmod, "shm_free_bytes", lambda path=segments.SHM_DIR: full // 2)
     cam = SyntheticCamera(240, 320)
     with caplog.at_level(logging.WARNING, logger="streamenc"):
         with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}) as rec:
-            slots = rec._backend._cams["a"].ring.slots
+            slots = rec.health()["a"].slots
             rec.start_episode()
             for i in range(60):
                 rec.add_frame({"a": cam.frame(i)})
@@ -395,7 +395,7 @@ def test_a_crash_in_the_encoder_loop_reaches_the_user_with_its_whole_message(tmp
         try:
             for i in range(10, 60):  # the ring fills; the rest goes to the spill file
                 rec.add_frame({"a": cam.frame(i)})
-            spill = rec._backend._cams["a"].spill
+            spill = testing.pipeline(rec, "a").spill
             wait_for(lambda: spill.head >= 20, what="spill records written")
             with open(spill.path, "r+b") as f:  # break the first record's header
                 f.seek(spill_mod.FILE_HEADER)

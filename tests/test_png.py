@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from streamenc import DiskFull, Recorder, ShmTooSmall, StreamencError
+from streamenc import DiskFull, Recorder, ShmTooSmall, StreamencError, segments, testing
 from streamenc import ring as ringmod
 from streamenc.synthetic import SyntheticCamera
 
@@ -53,14 +53,14 @@ def test_png_cancel_removes_the_episode(tmp_path):
 def test_injected_write_error_surfaces_at_end_episode(tmp_path, code, error):
     cam = SyntheticCamera(H, W)
     with Recorder(tmp_path, cameras={"a": (H, W)}, png_fallback=True) as rec:
-        real = rec._backend.write
+        real = testing.backend(rec).write
 
         def flaky(path, data):
             if path.name == "frame-000003.png":
                 raise OSError(code, "injected", str(path))
             real(path, data)
 
-        rec._backend.write = flaky
+        testing.backend(rec).write = flaky
         rec.start_episode()
         for i in range(8):
             rec.add_frame({"a": cam.frame(i)})
@@ -69,7 +69,7 @@ def test_injected_write_error_surfaces_at_end_episode(tmp_path, code, error):
         assert "frame-000003.png" in str(info.value)
         if error is DiskFull:
             assert info.value.needed > 0
-        rec._backend.write = real  # the recorder goes on after the error
+        testing.backend(rec).write = real  # the recorder goes on after the error
         rec.start_episode()
         rec.add_frame({"a": cam.frame(0)})
         assert rec.end_episode()["a"].frames == 1
@@ -78,7 +78,7 @@ def test_injected_write_error_surfaces_at_end_episode(tmp_path, code, error):
 
 
 def test_shm_too_small_falls_back_to_png_with_a_warning_or_raises(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(ringmod, "shm_free_bytes", lambda path=ringmod.SHM_DIR: 1 << 20)
+    monkeypatch.setattr(ringmod, "shm_free_bytes", lambda path=segments.SHM_DIR: 1 << 20)
     cam = SyntheticCamera(H, W)
     with caplog.at_level("WARNING", logger="streamenc"):
         with Recorder(tmp_path, cameras={"a": (H, W)}) as rec:

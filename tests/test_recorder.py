@@ -259,12 +259,12 @@ def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percen
             h = rec.health()["left"]
             assert h.queued + h.spilled == 40
 
-            class Resuming(videos._Countdown):  # the encoder goes on once the bar has its total
+            class Resuming(videos.Countdown):  # the encoder goes on once the bar has its total
                 def __init__(self, *args) -> None:
                     super().__init__(*args)
                     os.kill(pid, signal.SIGCONT)
 
-            monkeypatch.setattr(videos, "_Countdown", Resuming)
+            monkeypatch.setattr(videos, "Countdown", Resuming)
             capfd.readouterr()
             video = rec.end_episode()["left"]
         finally:

@@ -26,8 +26,8 @@ from streamenc import (
     ShmTooSmall,
     StateError,
     StreamencError,
+    segments,
 )
-from streamenc import ring as ringmod
 
 SPAWN = mp.get_context("spawn")
 SMALL = (48, 64, 3)
@@ -349,16 +349,26 @@ def test_close_and_unlink_are_idempotent_and_final():
 
 CLOSED = textwrap.dedent(
     """
-    import sys
-    from streamenc import FrameRing, StateError
+    import mmap, sys
+    import posix_ipc
+    from streamenc import FrameRing, StateError, _ring
     ring = FrameRing.create((4, 4, 3), "uint8", slots=2)
-    core = ring._core
+    shm = posix_ipc.SharedMemory("/" + ring.name)
+    core = _ring.RingCore(mmap.mmap(shm.fd, shm.size))  # a core over the same segment, released as close() does
+    shm.close_fd()
+    core.release()
     ring.close(); ring.unlink()
     for name in ("head", "tail", "queued", "unread", "available", "header"):
         try:
             attr = getattr(ring, name)
             attr() if callable(attr) else None
             sys.exit(f"ring.{name} did not raise")
+        except StateError:
+            pass
+    for counters in (ring.producer_counters, ring.consumer_counters):
+        try:
+            counters[0]
+            sys.exit("a closed ring's counters did not raise")
         except StateError:
             pass
     for call in ("core.head", "core.tail", "core.read", "core.producer", "core.consumer", "core.header()",
@@ -383,6 +393,24 @@ def test_a_closed_ring_raises_and_never_reads_freed_memory():
     assert out.stdout.strip() == "ok"
 
 
+def test_each_side_stores_only_its_own_counters_and_reads_both(ring):
+    peer = FrameRing.attach(ring.name)
+    try:
+        ring.producer_counters[2] = 7
+        peer.consumer_counters[0] = 5
+        peer.consumer_counters.add(0, 2)
+        assert peer.producer_counters[2] == 7 and ring.consumer_counters[0] == 7
+        with pytest.raises(StateError, match="cannot store"):
+            ring.consumer_counters[0] = 1
+        with pytest.raises(StateError, match="cannot store"):
+            peer.producer_counters[2] = 1
+        assert ring.consumer_counters[0] == 7 and peer.producer_counters[2] == 7  # refused stores changed nothing
+        with pytest.raises(IndexError):
+            ring.producer_counters[64]
+    finally:
+        peer.close()
+
+
 def test_segment_and_semaphores_are_private(ring):
     for entry in (ring.name, f"sem.{ring.name}-free", f"sem.{ring.name}-filled"):
         mode = stat.S_IMODE(os.stat(os.path.join("/dev/shm", entry)).st_mode)
@@ -394,7 +422,7 @@ def test_segment_and_semaphores_are_private(ring):
 
 def test_reported_shortage_raises_shm_too_small_with_numbers_before_mapping():
     before = set(os.listdir("/dev/shm"))
-    need = ringmod.ring_bytes((480, 640, 3), "uint8", 64)
+    need = segments.ring_bytes((480, 640, 3), "uint8", 64)
     with pytest.raises(ShmTooSmall) as info:
         FrameRing.create((480, 640, 3), slots=64, shm_free=10 * 2**20)
     assert info.value.needed == need and info.value.free == 10 * 2**20
@@ -438,10 +466,10 @@ def test_clean_stale_removes_only_rings_of_dead_producers():
         _kill(proc)
         dead = {name, f"sem.{name}-free", f"sem.{name}-filled"}
         assert dead <= set(os.listdir("/dev/shm"))
-        listed = ringmod.clean_stale(dry_run=True)
+        listed = segments.clean_stale(dry_run=True)
         assert dead <= set(listed) and live.name not in listed
         assert dead <= set(os.listdir("/dev/shm")), "dry run removed something"
-        removed = ringmod.clean_stale()
+        removed = segments.clean_stale()
         assert dead <= set(removed)
         assert not dead & set(os.listdir("/dev/shm"))
         assert live.name in os.listdir("/dev/shm")

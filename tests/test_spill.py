@@ -15,7 +15,7 @@ import pytest
 from helpers import wait_for
 
 from streamenc import DiskFull, FrameRing
-from streamenc.ring import SPILL_HEAD, SPILL_READ
+from streamenc.protocol import EncoderCounter, RecorderCounter
 from streamenc.spill import SpillWriter, read_records
 
 SHAPE = (32, 48, 3)
@@ -55,10 +55,10 @@ def test_append_returns_while_the_disk_hangs_and_everything_lands_in_order(tmp_p
     gate = _gated(w)
     for i in range(20):  # the whole pool, with the disk stuck: append must not wait for it
         w.append(_frame(i), 3, i, i)
-    assert ring.counter("producer", SPILL_HEAD) == 0
+    assert ring.producer_counters[RecorderCounter.SPILL_HEAD] == 0
     assert w.backlog == 20 and not w.caught_up()
     gate.set()
-    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 20)
+    wait_for(lambda: ring.producer_counters[RecorderCounter.SPILL_HEAD] == 20)
     assert _records(w.path) == [(3, i) for i in range(20)]
     w.close()
     assert not w.path.exists()
@@ -76,7 +76,7 @@ def test_a_used_up_pool_makes_append_wait_for_the_disk_then_go_on(tmp_path, ring
     gate.set()
     fifth.join(10)
     assert not fifth.is_alive()
-    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 5)
+    wait_for(lambda: ring.producer_counters[RecorderCounter.SPILL_HEAD] == 5)
     assert _records(w.path) == [(0, i) for i in range(5)]
     w.close()
 
@@ -96,7 +96,7 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     w.write = disk
     for i in range(3):
         w.append(_frame(i), 1, i, i)
-    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 3)
+    wait_for(lambda: ring.producer_counters[RecorderCounter.SPILL_HEAD] == 3)
     full.set()
     for i in range(3, 6):
         w.append(_frame(i), 1, i, i)
@@ -105,7 +105,7 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     with pytest.raises(DiskFull) as err:
         w.append(_frame(6), 1, 6, 6)
     assert err.value.path == str(w.path) and err.value.needed == w.rec
-    assert ring.counter("producer", SPILL_HEAD) == 3 and w.backlog == 6
+    assert ring.producer_counters[RecorderCounter.SPILL_HEAD] == 3 and w.backlog == 6
 
     consumer = FrameRing.attach(ring.name)
     rescued = []
@@ -119,7 +119,7 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
 
     w.rescue(put)
     assert rescued == [], "frames went to the ring before the encoder had read the file"
-    consumer.set_counter("consumer", SPILL_READ, 3)  # the encoder has read the three records
+    consumer.consumer_counters[EncoderCounter.SPILL_READ] = 3  # the encoder has read the three records
     w.rescue(put)
     assert rescued == [3, 4] and w.error is not None
     for _ in range(2):
@@ -129,7 +129,7 @@ def test_a_full_disk_is_raised_by_the_next_append_and_held_frames_are_rescued_in
     assert w.error is None and w.backlog == 0
     full.clear()
     w.append(_frame(6), 1, 6, 6)  # the disk again, as record 3: no gap
-    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 4)
+    wait_for(lambda: ring.producer_counters[RecorderCounter.SPILL_HEAD] == 4)
     assert _records(w.path)[-1] == (1, 6)
     w.close(keep=True)
     consumer.close()
@@ -140,7 +140,7 @@ def test_float_and_strided_frames_are_converted_into_the_record(tmp_path, ring):
     img = np.random.default_rng(1).integers(0, 256, SHAPE, dtype=np.uint8)
     w.append(img.transpose(2, 0, 1).copy().transpose(1, 2, 0), 0, 0, 0)  # HWC view of CHW memory
     w.append(img.astype(np.float32) / 255.0, 0, 1, 0)
-    wait_for(lambda: ring.counter("producer", SPILL_HEAD) == 2)
+    wait_for(lambda: ring.producer_counters[RecorderCounter.SPILL_HEAD] == 2)
     frames = [frame for _, _, _, frame in read_records(w.path)]
     assert np.array_equal(frames[0], img) and np.array_equal(frames[1], img)
     w.close()

@@ -167,7 +167,7 @@ def _end_tree(child: subprocess.Popen) -> None:
 def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
     """Run ``run`` in a child process and return its JSON line (all fields). A run still
     going after ``timeout`` seconds (default ``run_timeout(run)``) is killed and fails."""
-    from ..ring import clean_stale
+    from ..segments import clean_stale
 
     root = Path(tempfile.mkdtemp(prefix=f"{run.pipeline}-", dir=scratch))
     out = root / "result.json"
