@@ -22,7 +22,7 @@ from .protocol import EncoderSpec, Failed, Ready, Stop, Stopped
 
 READY_TIMEOUT_S = 120.0
 # SIGINT is ignored before anything else: Ctrl-C is the recorder's to handle (it finalizes)
-_BOOT = (
+BOOT = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "from streamenc.worker import main; sys.exit(main(sys.argv[1:]))"
 )
@@ -48,7 +48,7 @@ class EncoderProcess:
         env.update(OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(theirs.fileno())],
+                [sys.executable, "-c", BOOT, str(theirs.fileno())],
                 env=env,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,

@@ -9,9 +9,12 @@ into one file (no re-encode). Both the resume and the join read the parts throug
 
 from __future__ import annotations
 
+import contextlib
 import os
 from fractions import Fraction
 from pathlib import Path
+
+import av
 
 # a fragment per frame: a frame is in the file as soon as the next packet is muxed, whatever
 # the keyframe interval (with frag_keyframe and g=30 a killed writer loses up to 30 frames)
@@ -34,11 +37,61 @@ def existing_parts(final: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def remove(final: Path) -> None:
-    """The episode's video and every part of it."""
+def remove_parts(final: Path) -> None:
+    """Every part of the episode's video (a cancelled episode's)."""
     for _, part in existing_parts(final):
         part.unlink(missing_ok=True)
+
+
+def remove(final: Path) -> None:
+    """The episode's video and every part of it."""
+    remove_parts(final)
     final.unlink(missing_ok=True)
+
+
+def resume_point(final: Path, fps: int, adopt_final: bool = False) -> int:
+    """The first frame an encoder (re)starting this episode writes: the one after the
+    frames the parts on disk hold whole.
+
+    ``adopt_final``, for a resume: an encoder killed after renaming the finished file, but
+    before saying so, left ``final`` whole (only ever a fsynced file renamed into place;
+    start_episode refuses an episode already on disk, and any parts beside it are in it
+    too). It becomes the first part, so that nothing in it is lost."""
+    if adopt_final and final.exists():
+        remove_parts(final)
+        os.replace(final, part_path(final, 0))
+    start = 0
+    for first, part in existing_parts(final):
+        frames = durable_frames(part, first, fps)
+        start = frames[-1] + 1 if frames else first
+    return start
+
+
+def assemble(final: Path, fps: int, last_part: Path, last_frames: int) -> int:
+    """The finished parts as ``final``, durable; returns its frame count. One part (the
+    usual case: ``last_part``, with ``last_frames``) is renamed; several are joined."""
+    written = existing_parts(final)
+    if len(written) == 1 and written[0][1] == last_part:
+        os.replace(last_part, final)
+        frames = last_frames
+    else:
+        tmp = final.with_name(final.name + ".joining")
+        frames = join(written, tmp, fps)
+        fsync(tmp)
+        os.replace(tmp, final)
+        for _, p in written:
+            p.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        fsync(final.parent)
+    return frames
+
+
+def keep_durable(final: Path) -> None:
+    """After a failure (a full disk): a single part, durable as far as it goes, becomes the file."""
+    written = existing_parts(final)
+    if len(written) == 1:
+        with contextlib.suppress(OSError):
+            os.replace(written[0][1], final)
 
 
 def whole_packets(container, start: int, fps: int):
@@ -55,8 +108,6 @@ def whole_packets(container, start: int, fps: int):
 
 def durable_frames(part: Path, start: int, fps: int) -> list[int]:
     """Frame indices whose packets are whole in ``part``."""
-    import av
-
     out: list[int] = []
     try:
         with av.open(str(part)) as c:
@@ -68,8 +119,6 @@ def durable_frames(part: Path, start: int, fps: int) -> list[int]:
 
 def join(parts: list[tuple[int, Path]], out: Path, fps: int) -> int:
     """Remux the parts into one MP4, no re-encode; each part up to where the next begins."""
-    import av
-
     n = 0
     with av.open(str(out), "w", format="mp4", options=dict(CONTAINER_OPTIONS)) as dst:
         ostream = None

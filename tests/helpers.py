@@ -14,11 +14,11 @@ def encoder_pids() -> set[int]:
     their command line, which ``streamenc.encoder`` builds."""
     import psutil
 
-    from streamenc.encoder import _BOOT
+    from streamenc.encoder import BOOT
 
     out = set()
     for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["status"] != psutil.STATUS_ZOMBIE and _BOOT in (p.info["cmdline"] or []):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and BOOT in (p.info["cmdline"] or []):
             out.add(p.pid)
     return out
 

@@ -109,14 +109,14 @@ KILL_SCRIPT = textwrap.dedent(
     import os, sys, time
     from streamenc import chunks
     step, seen = int(sys.argv[3]), [0]
-    sync = chunks._sync
+    sync = chunks.sync
     def stop_after(f):
         sync(f)
         seen[0] += 1
         if seen[0] == step:
             print("at", step, flush=True)
             time.sleep(60)
-    chunks._sync = stop_after
+    chunks.sync = stop_after
     chunks.append(sys.argv[1], sys.argv[2])
     print("done", flush=True)
     """

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from helpers import wait_for
 
-from streamenc import EncoderConfig, EncoderError, Recorder, segments, testing
+from streamenc import EncoderConfig, EncoderError, Recorder, pipeline, segments, testing
 from streamenc import ring as ringmod
 from streamenc import spill as spill_mod
 from streamenc import videos as recmod
@@ -153,10 +153,10 @@ FINISH_THEN_DIE = textwrap.dedent(
     from streamenc import EncoderConfig
     from streamenc.protocol import EncoderSpec
     from streamenc.synthetic import SyntheticCamera
-    from streamenc.worker import _Episode
+    from streamenc.episode import EpisodeWriter
     final, n = Path(sys.argv[1]), int(sys.argv[2])
     spec = EncoderSpec("a", "-", "-", 30, "libx264", EncoderConfig(vcodec="libx264"), 1)
-    ep = _Episode(spec, 0, final, (240, 320, 3), hold_limit=14)
+    ep = EpisodeWriter(spec, 0, final, (240, 320, 3), hold_limit=14)
     cam = SyntheticCamera(240, 320)
     for i in range(n):
         ep.take(i, cam.frame(i), lambda: None)
@@ -166,7 +166,7 @@ FINISH_THEN_DIE = textwrap.dedent(
         if Path(dst) == final:  # the file is whole and in place; Ended was never sent
             os.kill(os.getpid(), signal.SIGKILL)
     os.replace = rename_then_die
-    ep.expected_last = n - 1
+    ep.end(n - 1)
     print(ep.close())
     """
 )
@@ -175,21 +175,21 @@ FINISH_THEN_DIE = textwrap.dedent(
 def test_an_encoder_killed_after_it_renamed_the_finished_file_loses_no_frame(tmp_path):
     """The window between the finished file's rename and the Ended message: the new
     encoder resumes, meets frames the dead one never released, and keeps the file whole."""
+    from streamenc.episode import EpisodeWriter
     from streamenc.protocol import EncoderSpec, Ended
-    from streamenc.worker import _Episode
 
     final, n = tmp_path / "episode-000000.mp4", 60
     died = subprocess.run([sys.executable, "-c", FINISH_THEN_DIE, str(final), str(n)], capture_output=True, text=True)
     assert died.returncode == -signal.SIGKILL and died.stdout == "", died.stderr
     assert final.exists() and check(final).frames == n
     spec = EncoderSpec("a", "-", "-", FPS, "libx264", EncoderConfig(vcodec="libx264"), 1)
-    ep = _Episode(spec, 0, final, (240, 320, 3), hold_limit=14, resume=True)
+    ep = EpisodeWriter(spec, 0, final, (240, 320, 3), hold_limit=14, resume=True)
     assert ep.start == n
     cam, released = SyntheticCamera(240, 320), []
     for i in range(n - 5, n):  # still held by the dead one: the ring gives them again
         ep.take(i, cam.frame(i), lambda i=i: released.append(i))
     assert released == list(range(n - 5, n)), "frames already in the file are let go"
-    ep.expected_last = n - 1
+    ep.end(n - 1)
     ended = ep.close()
     assert isinstance(ended, Ended) and ended.frames == n, ended
     c = check(final, cam)
@@ -201,8 +201,8 @@ def test_an_encoder_killed_after_it_renamed_the_finished_file_loses_no_frame(tmp
 def test_encoder_that_keeps_dying_fails_the_episode_and_keeps_what_is_durable(tmp_path, monkeypatch, overflow):
     """Given up after its second death: the loop goes on (the ring fills, frames go to
     the spill file, also with overflow="block"), and end_episode says why."""
-    monkeypatch.setattr(recmod, "RESTARTS_ALLOWED", 1)
-    monkeypatch.setattr(recmod, "RESTART_WINDOW_S", 3600.0)  # both deaths count, however slow the machine
+    monkeypatch.setattr(pipeline, "RESTARTS_ALLOWED", 1)
+    monkeypatch.setattr(pipeline, "RESTART_WINDOW_S", 3600.0)  # both deaths count, however slow the machine
     cam = SyntheticCamera(240, 320)
     with Recorder(tmp_path, fps=FPS, cameras={"a": (240, 320)}, slots=16, overflow=overflow) as rec:
         rec.start_episode()

@@ -14,7 +14,8 @@ import psutil
 import pytest
 from helpers import encoder_pids, wait_for
 
-from streamenc import EncoderConfig, FrameError, Recorder, StreamencError, videos
+from streamenc import EncoderConfig, EncoderError, FrameError, Recorder, StreamencError, testing, videos
+from streamenc.protocol import End, Start
 from streamenc.synthetic import SyntheticCamera
 from streamenc.verify import check
 
@@ -167,6 +168,29 @@ def test_misuse_gives_clear_errors(tmp_path, cams):
         Recorder(tmp_path, cameras={"odd": (241, 320)})
     with pytest.raises(StreamencError, match="camera name"):
         Recorder(tmp_path, cameras={"a/b": (H, W)})
+
+
+def test_a_command_the_encoder_does_not_expect_is_an_error_the_user_sees(tmp_path, cams):
+    """A Start while an episode is open, and an End with none open, are protocol errors:
+    the encoder says so, and the recorder raises it instead of the encoder dropping it."""
+    cam = cams["left"]
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, encoder=EncoderConfig(vcodec="libx264")) as rec:
+        rec.start_episode()
+        _record(rec, {"left": cam}, 0, 5)
+        encoder = testing.pipeline(rec, "left").enc
+        encoder.send(Start(7, str(tmp_path / "stray.mp4")))
+        taken = 5
+        with pytest.raises(EncoderError, match="got Start while episode 0 is open"):
+            for i in range(5, 5 + 30 * FPS):  # the reply comes within a few frames
+                rec.add_frame({"left": cam.frame(i)})
+                taken += 1
+                time.sleep(1 / FPS)
+        video = rec.end_episode()["left"]  # the episode went on: every frame it took is there
+        _assert_video(video.path, cam, taken)
+        assert not (tmp_path / "stray.mp4").exists()
+        encoder.send(End(None))
+        with pytest.raises(EncoderError, match="got End with no episode open"):
+            rec.start_episode()
 
 
 def test_close_ends_processes_and_segments_even_when_the_body_raises(tmp_path, cams):
