@@ -151,8 +151,8 @@ def run_timeout(run: Run) -> float:
 
 
 def _end_tree(child: subprocess.Popen) -> None:
-    """Kill a run's process and everything it started (encoders run in sessions of their
-    own, so they do not die with it), by pid, and reap it."""
+    """Kill a run's process and everything it started (encoders run in process groups of
+    their own and outlive their recorder to finish its episode), by pid, and reap it."""
     import psutil
 
     with contextlib.suppress(psutil.Error):
