@@ -132,6 +132,7 @@ bench-overload: venv
 lint: venv
 	$(BIN)/ruff check streamenc tests bench setup.py
 	$(BIN)/ruff format --check streamenc tests bench setup.py
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(VENV06) build dist *.egg-info csrc/_ring.c streamenc/_ring*.so $(OUT) .pytest_cache .benchmarks .hypothesis

@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
@@ -263,7 +264,7 @@ def _try_open(vcodec: str, cfg: EncoderConfig) -> EncoderInfo:
     realtime = False
     with av.logging.Capture(local=False) as logs, sched.kept_schedule():
         try:
-            ctx = av.CodecContext.create(vcodec, "w")
+            ctx = cast(av.VideoCodecContext, av.CodecContext.create(vcodec, "w"))
             ctx.width, ctx.height = w, h
             ctx.pix_fmt = stream_pix_fmt(cfg, vcodec)
             ctx.time_base = Fraction(1, 30)

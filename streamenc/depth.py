@@ -81,6 +81,8 @@ class Quantizer:
         self.dmin = np.float32(spec.depth_min * scale)
         dmax = np.float32(spec.depth_max * scale)
         self.shift = np.float32(spec.shift * scale)
+        self.lo: float | np.float32
+        self.span: float | np.float32
         if spec.use_log:
             self.lo = math.log(float(self.dmin + self.shift))
             self.span = math.log(float(dmax + self.shift)) - self.lo

@@ -70,7 +70,7 @@ class ShmTooSmall(StreamencError, OSError):
         )
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class EncoderUnavailable(StreamencError, RuntimeError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 
-def _stat(pid: int) -> list[bytes] | None:
+def _stat(pid: int) -> list[bytes]:
     """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         return f.read().rsplit(b")", 1)[1].split()

@@ -160,8 +160,9 @@ class PngBackend:
     def _done(self, fut: Future) -> None:
         with self._lock:
             self._pending.discard(fut)
-            if fut.exception() is not None:
-                self._errors.append(fut.exception())
+            error = fut.exception()
+            if error is not None:
+                self._errors.append(error)
         self._slots.release()
 
     def wait(self) -> None:

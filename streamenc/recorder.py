@@ -87,28 +87,29 @@ class Recorder:
         self._next_episode = 0
         self._index = 0
         self._closed = False
-        self._backend: Backend | None = None
         clean_stale()
-        if png_fallback:
-            self._backend = self._png()
-        else:
-            try:
-                self._backend = VideoBackend(
-                    fps,
-                    list(self.cameras.values()),
-                    self.config,
-                    depth_config=self.depth_config,
-                    overflow=overflow,
-                    slots=slots,
-                    spill_dir=self.spill_dir,
-                    warn_behind_s=warn_behind_s,
-                )
-            except ShmTooSmall as e:
-                if png_fallback is False:
-                    raise
-                log.warning("streamenc: %s; recording PNGs instead (png_fallback=False makes this an error)", e)
-                self._backend = self._png()
+        self._backend = self._png() if png_fallback else self._video_or_png(png_fallback, slots, warn_behind_s)
         atexit.register(self._at_exit)
+
+    def _video_or_png(self, png_fallback: bool | None, slots: int | None, warn_behind_s: float) -> Backend:
+        """Rings and encoders; PNGs instead when /dev/shm cannot hold the rings, unless
+        ``png_fallback`` is False."""
+        try:
+            return VideoBackend(
+                self.fps,
+                list(self.cameras.values()),
+                self.config,
+                depth_config=self.depth_config,
+                overflow=self.overflow,
+                slots=slots,
+                spill_dir=self.spill_dir,
+                warn_behind_s=warn_behind_s,
+            )
+        except ShmTooSmall as e:
+            if png_fallback is False:
+                raise
+            log.warning("streamenc: %s; recording PNGs instead (png_fallback=False makes this an error)", e)
+            return self._png()
 
     def _png(self) -> Backend:
         return PngBackend(self.root, list(self.cameras.values()), threads=max(2, 2 * len(self.cameras)))
@@ -116,7 +117,7 @@ class Recorder:
     @property
     def codec(self) -> str:
         """The encoder in use ("libsvtav1", "h264_nvenc", ...), or "png"."""
-        return self._backend.codec if self._backend is not None else "none"
+        return self._backend.codec
 
     # -- episodes -------------------------------------------------------------------------
     def video_path(self, camera: str, episode: int) -> Path:
@@ -183,8 +184,9 @@ class Recorder:
 
     def _put(self, camera: str, frame: np.ndarray, ts: int) -> int:
         """The tail of add_frame and add_camera_frame: one validated frame to the backend."""
-        index = self._counts[camera]
-        self._backend.put(camera, frame, ts, self._episode, index)
+        index, episode = self._counts[camera], self._episode
+        assert episode is not None  # _check_taking_frames() said so
+        self._backend.put(camera, frame, ts, episode, index)
         self._counts[camera] = index + 1
         self._index = max(self._index, index + 1)
         return index
@@ -233,7 +235,7 @@ class Recorder:
     @property
     def dropped(self) -> dict[str, int]:
         """Frames dropped per camera in this or the last episode (overflow="drop" only)."""
-        return self._backend.dropped if self._backend is not None else {}
+        return self._backend.dropped
 
     # -- shutdown --------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -261,8 +263,7 @@ class Recorder:
         finally:
             self._closed = True
             atexit.unregister(self._at_exit)
-            if self._backend is not None:
-                self._backend.close()
+            self._backend.close()
 
     def _at_exit(self) -> None:
         """Ctrl-C or a plain exit with an episode open: finalize it rather than lose it."""

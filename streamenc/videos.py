@@ -18,7 +18,7 @@ from . import parts
 from .backend import CameraHealth, EpisodeVideo
 from .camera import Camera
 from .codecs import EncoderConfig, default_threads, select
-from .errors import EncoderError, ShmTooSmall
+from .errors import EncoderError, ShmTooSmall, StreamencError
 from .pipeline import CameraPipeline
 from .protocol import Cancel, Cancelled, End, Ended, Failed, Start, Started, error_for
 from .segments import ring_bytes, shm_free_bytes
@@ -107,8 +107,8 @@ class VideoBackend:
         self.pipelines: dict[str, CameraPipeline] = {}
         has_rgb = any(not c.is_depth for c in cameras)
         has_depth = any(c.is_depth for c in cameras)
-        depth_codec = select(depth_config) if has_depth else None
-        self.codec = select(config) if has_rgb else depth_codec
+        depth_codec = select(depth_config) if has_depth else ""
+        self.codec: str = select(config) if has_rgb else depth_codec
         plan = plan_slots([c.shape for c in cameras], slots, shm_free_bytes(), [c.dtype for c in cameras])
         threads = config.threads or default_threads(len(cameras))
         rgb = {"fps": fps, "vcodec": self.codec, "config": config, "threads": threads}
@@ -163,7 +163,8 @@ class VideoBackend:
 
     def end(self, episode: int) -> dict[str, EpisodeVideo]:
         answers = self._wait_all(episode, Ended, "encoding backlog", End)
-        videos, errors = {}, []
+        videos: dict[str, EpisodeVideo] = {}
+        errors: list[StreamencError] = []
         for name, msg in answers.items():
             cam = self.pipelines[name]
             cam.spill.trim()
@@ -171,7 +172,7 @@ class VideoBackend:
                 videos[name] = EpisodeVideo(Path(msg.path), msg.frames, msg.codec, msg.stats)
             elif isinstance(msg, Ended):
                 errors.append(EncoderError(f"camera {name}: video has {msg.frames} of {cam.put_count} frames"))
-            else:
+            elif isinstance(msg, Failed):
                 errors.append(error_for(msg, name, cam.ring.frame_bytes))
         written = [e for e in errors if isinstance(e, OSError)]
         if written:  # a full disk first: it is the one the user can do something about
@@ -184,7 +185,8 @@ class VideoBackend:
         if sealed:  # the encoders are finishing it already: let them, then remove what they wrote
             self._wait_all(episode, Ended, "cancelling", End)
             for cam in self.pipelines.values():
-                parts.remove(cam.video)
+                if cam.video is not None:
+                    parts.remove(cam.video)
             return
         self._send_all(Cancel)
         answers = self._wait_all(episode, Cancelled, "cancelling", Cancel)
