@@ -59,7 +59,7 @@ def _resume(root: Path, **kwargs):
 
 def _owner(ds):
     """What holds the hook and the write path: the dataset (0.4.x) or its writer (0.5.1+)."""
-    return sl._Seams(ds).owner
+    return sl.Seams(ds).owner
 
 
 def _lerobot_episode_stats(frames: np.ndarray, as_float: bool) -> dict:
@@ -400,7 +400,7 @@ def test_install_rejects_what_it_cannot_record(tmp_path):
 
 def test_lerobot_auto_choice_of_an_unusable_nvenc_falls_back_to_the_probe(tmp_path, caplog):
     ds = _create(tmp_path / "ds", vcodec="auto")
-    assert sl._Seams(ds).vcodec == "h264_nvenc"  # lerobot's auto, 0.4.4 and 0.6.1 alike: listed is enough
+    assert sl.Seams(ds).vcodec == "h264_nvenc"  # lerobot's auto, 0.4.4 and 0.6.1 alike: listed is enough
     usable = [r.name for r in sl.probe(sl.EncoderConfig()) if r.usable and r.name in AUTO_ORDER]
     sl.install(ds)
     rec = sl.encoder_of(ds).recorder

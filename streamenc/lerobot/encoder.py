@@ -1,0 +1,199 @@
+"""The encoder adapter: ``StreamencVideoEncoder``, what LeRobot's save path talks to.
+
+LeRobot's one hook for a different encoder is its streaming encoder: ``add_frame`` hands
+it each camera frame (``feed_frame``) and ``save_episode`` takes one finished MP4 and raw
+stats per camera from it (``finish_episode``). This class answers that interface with a
+``Recorder``, so frames go to shared-memory rings and encoder processes, and the record
+loop never waits for an encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import frames as framelib
+from ..codecs import EncoderConfig
+from ..depth import Depth
+from ..depth import view as depth_view
+from ..errors import ConfigError, StateError
+from ..recorder import Recorder
+from .settings import _DEPTH_DTYPE
+
+log = logging.getLogger("streamenc")
+
+WORK_DIR = ".streamenc"  # spill files, under the dataset root so they share its disk
+
+
+class StreamencVideoEncoder:
+    """Stands in for LeRobot's StreamingVideoEncoder at the dataset's hook.
+
+    One Recorder (rings and encoder processes) lives across episodes; close() ends it
+    and the next start_episode() starts a new one, as LeRobot's encoder allows.
+    Each episode's MP4 is written alone into a fresh temporary directory under the
+    dataset root, because save_episode moves the file and removes that directory.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        fps: int,
+        cameras: dict[str, tuple[int, int, int] | Depth],
+        config: EncoderConfig,
+        depth_config: EncoderConfig | None = None,
+        features: dict[str, dict] | None = None,
+        **options: Any,
+    ) -> None:
+        self.root, self.fps, self.config, self.options = Path(root), fps, config, options
+        self.depth_config = depth_config
+        self.features = features  # the dataset's, live: its depth keys' depth_unit is set at frame 0
+        self.keys = {key: key.replace("/", "_") for key in cameras}
+        self.shapes = dict(cameras)
+        self.depth = {key: spec for key, spec in cameras.items() if isinstance(spec, Depth)}
+        self.recorder: Recorder | None = None
+        self._dirs: dict[str, Path] = {}
+        self.recorder = self._start()
+
+    def _start(self) -> Recorder:
+        cameras = {self.keys[k]: s if isinstance(s, Depth) else s[:2] for k, s in self.shapes.items()}
+        return Recorder(
+            self.root,
+            self.fps,
+            cameras,
+            self.config,
+            png_fallback=False,
+            spill_dir=self.root / WORK_DIR,
+            depth_encoder=self.depth_config,
+            **self.options,
+        )
+
+    def _unit(self, key: str) -> str | None:
+        return ((self.features or {}).get(key, {}).get("info") or {}).get("depth_unit")
+
+    def _depth_spec_for(self, key: str, value: Any) -> Depth:
+        """The camera a depth frame must fit: until the dataset has a unit for the key (its
+        first frame), either dtype LeRobot takes; after that, the unit's dtype only (LeRobot
+        itself would record a second unit's values as the first's)."""
+        spec = self.depth[key]
+        if self._unit(key) is None and isinstance(value, np.ndarray) and value.dtype.kind in "fu":
+            return dataclasses.replace(spec, dtype="float32" if value.dtype.kind == "f" else "uint16")
+        return spec
+
+    def _match_depth_units(self) -> None:
+        """LeRobot sets a depth key's unit from the episode's first frame, just before it
+        starts the episode here. A ring made for the other dtype is made again (once: the
+        unit is then fixed in info.json), which stalls this one frame for the encoder's start."""
+        wrong = {}
+        for key, spec in self.depth.items():
+            dtype = _DEPTH_DTYPE.get(self._unit(key), spec.dtype)
+            if dtype != spec.dtype:
+                wrong[key] = dataclasses.replace(spec, dtype=dtype)
+        if not wrong:
+            return
+        log.warning(
+            "streamenc: depth frames of %s come as %s; restarting their encoders for that "
+            "(install(..., depth_dtype=...) avoids this stall at the first frame)",
+            sorted(wrong),
+            sorted({s.dtype for s in wrong.values()}),
+        )
+        self.depth.update(wrong)
+        self.shapes.update(wrong)
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self._dirs)
+
+    def start_episode(self, video_keys: list[str], temp_dir: Path, depth_video_keys: list[str] | None = None) -> None:
+        if self.active:
+            self.cancel_episode()
+        if set(video_keys) != set(self.keys):
+            raise ConfigError(f"video keys {sorted(video_keys)} differ from those installed {sorted(self.keys)}")
+        if set(depth_video_keys or ()) != set(self.depth):
+            raise ConfigError(
+                f"depth keys {sorted(depth_video_keys or ())} differ from those installed {sorted(self.depth)}"
+            )
+        self._match_depth_units()
+        if self.recorder is None:
+            self.recorder = self._start()
+        dirs = {key: Path(tempfile.mkdtemp(dir=temp_dir)) for key in video_keys}
+        videos = {self.keys[k]: d / f"{self.keys[k]}_streaming.mp4" for k, d in dirs.items()}
+        try:
+            self.recorder.start_episode(videos=videos)
+        except BaseException:
+            for d in dirs.values():
+                shutil.rmtree(d, ignore_errors=True)
+            raise
+        self._dirs = dirs
+
+    def check(self, frame: dict[str, Any]) -> None:
+        """FrameError for a bad video frame in ``frame``, before LeRobot's add_frame has
+        changed its episode buffer: a refused frame then records nothing, for any key."""
+        for key, shape in self.shapes.items():
+            value = frame.get(key)
+            if key in self.depth and isinstance(value, np.ndarray):  # tensors: LeRobot converts them first
+                depth_view(key, value, self._depth_spec_for(key, value))
+            elif isinstance(value, np.ndarray) or framelib.is_pil(value):
+                framelib.lenient(key, value, shape)  # type: ignore[arg-type]
+
+    def feed_frame(self, video_key: str, image: Any) -> None:
+        if not self.active or self.recorder is None:
+            raise StateError("no episode is active: LeRobot's add_frame starts one at frame 0")
+        if video_key not in self.keys:
+            raise ConfigError(f"unknown video key {video_key!r}; installed {sorted(self.keys)}")
+        self.recorder.add_camera_frame(self.keys[video_key], image)
+
+    def seal(self) -> None:
+        """The episode's last frame is in: the encoders flush while save_episode writes its
+        parquet and stats, which it does before it calls finish_episode."""
+        if self.active and self.recorder is not None:
+            self.recorder.seal_episode()
+
+    def finish_episode(self) -> dict[str, tuple[Path, dict[str, np.ndarray] | None]]:
+        """Every frame encoded and each camera's MP4 closed (parts of a crash-recovered
+        episode already joined), with stats in the raw form LeRobot wants: 0-255, shape (3,)
+        for RGB; the frames' unit, shape (1,) for depth."""
+        if not self.active or self.recorder is None:
+            raise StateError("no episode is active")
+        self._dirs = {}
+        videos = self.recorder.end_episode()
+        out = {}
+        for key, cam in self.keys.items():
+            video = videos[cam]
+            raw = None
+            if video.stats is not None:
+                scale = 1.0 if key in self.depth else 255.0
+                raw = {k: v if k == "count" else np.asarray(v).reshape(-1) * scale for k, v in video.stats.items()}
+            out[key] = (Path(video.path), raw)
+        return out
+
+    def cancel_episode(self) -> None:
+        if not self.active:
+            return
+        dirs, self._dirs = self._dirs, {}
+        try:
+            if self.recorder is not None:
+                self.recorder.cancel_episode()
+        finally:
+            for d in dirs.values():
+                shutil.rmtree(d, ignore_errors=True)
+
+    def close(self) -> None:
+        """Cancel an open episode (as LeRobot's encoder does), then end the encoder processes."""
+        try:
+            self.cancel_episode()
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
+            work = self.root / WORK_DIR
+            if work.is_dir() and not any(work.iterdir()):
+                work.rmdir()

@@ -1,0 +1,149 @@
+"""The monkeypatches: what streamenc changes in LeRobot besides the encoder at its hook.
+
+LeRobot has no hook for these, so they replace functions and methods, each as narrowly
+as it can: the installed dataset's ``add_frame`` (frames checked before LeRobot buffers
+them) and ``save_episode`` (the encoders flush while it writes the parquet, and its chunk
+remux becomes an in-place append), its ``start_image_writer`` (a no-op when nothing would
+go through the writer), and, for the console scripts, a script module's
+``LeRobotDataset`` (``installing``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import chunks
+from .encoder import StreamencVideoEncoder
+from .seams import Seams, _writable
+
+log = logging.getLogger("streamenc")
+
+# The dataset whose save_episode is running, for the append hook below.
+_saving: contextvars.ContextVar[Any] = contextvars.ContextVar("streamenc_saving", default=None)
+# Where LeRobot's save path calls concatenate_video_files: 0.6.x, then 0.4.x and 0.5.x
+_SAVE_MODULES = ("lerobot.datasets.dataset_writer", "lerobot.datasets.lerobot_dataset")
+
+
+def wrap_add_frame(dataset: Any, encoder: StreamencVideoEncoder) -> None:
+    """``dataset.add_frame`` checks every video frame first: a bad one raises FrameError
+    before LeRobot's episode buffer has changed, so it records nothing for any key."""
+    lerobot_add_frame = dataset.add_frame
+
+    def add_frame(frame: dict) -> None:
+        encoder.check(frame)
+        lerobot_add_frame(frame)
+
+    add_frame.__doc__ = lerobot_add_frame.__doc__
+    dataset.add_frame = add_frame
+
+
+def wrap_save_episode(dataset: Any, encoder: StreamencVideoEncoder) -> None:
+    """``dataset.save_episode`` seals the episode, so the encoders flush while LeRobot writes
+    the parquet and stats, and runs with the append hook (``_hook_appends``) on."""
+    lerobot_save_episode = dataset.save_episode
+    _hook_appends()
+
+    def save_episode(*args: Any, **kwargs: Any) -> None:
+        encoder.seal()
+        token = _saving.set(dataset)
+        try:
+            lerobot_save_episode(*args, **kwargs)
+        finally:
+            _saving.reset(token)
+
+    save_episode.__doc__ = lerobot_save_episode.__doc__
+    dataset.save_episode = save_episode
+
+
+def _hook_appends() -> None:
+    """Make LeRobot's "chunk file + this episode -> chunk file" remux an in-place append
+    (``chunks.append``) while an installed dataset saves an episode; every other use of
+    ``concatenate_video_files`` (merging datasets, editing them, datasets without
+    streamenc) and whatever ``append`` declines goes to LeRobot's own function."""
+    for name in _SAVE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        original = getattr(module, "concatenate_video_files", None)
+        if original is None or getattr(original, "_streamenc", False):
+            continue
+        module.concatenate_video_files = _appending(original)
+
+
+def _appending(original: Any) -> Any:
+    def concatenate_video_files(input_video_paths: list, output_video_path: Any, *args: Any, **kwargs: Any) -> Any:
+        dataset = _saving.get()
+        paths = [Path(p) for p in input_video_paths]
+        if dataset is not None and len(paths) == 2 and Path(output_video_path) == paths[0]:
+            key = paths[0].parent.parent.name  # videos/{key}/chunk-NNN/file-NNN.mp4
+            try:
+                chunks.append(paths[0], paths[1], keep_s=_recorded_end(dataset, key))
+                return None
+            except chunks.Unsupported as e:
+                log.info("streamenc: %s: LeRobot's full remux (%s)", paths[0], e)
+        return original(input_video_paths, output_video_path, *args, **kwargs)
+
+    concatenate_video_files._streamenc = True  # type: ignore[attr-defined]
+    concatenate_video_files.__doc__ = original.__doc__
+    return concatenate_video_files
+
+
+def _recorded_end(dataset: Any, key: str) -> float | None:
+    """Where the dataset's metadata says ``key``'s current chunk file ends (seconds)."""
+    latest = getattr(dataset.meta, "latest_episode", None)
+    try:
+        value = latest[f"videos/{key}/to_timestamp"]
+    except (TypeError, KeyError):
+        return None
+    return float(value[0] if isinstance(value, (list, tuple, np.ndarray)) else value)
+
+
+def without_image_writer(seams: Seams) -> None:
+    """Stop the dataset's image writer and make ``start_image_writer`` a no-op: for a dataset
+    without image features, whose video frames no longer go through it."""
+    seams.owner.stop_image_writer()
+    seams.owner.start_image_writer = _image_writer_not_needed
+    if seams.owner is not seams.dataset and hasattr(seams.dataset, "start_image_writer"):
+        seams.dataset.start_image_writer = _image_writer_not_needed
+
+
+def _image_writer_not_needed(*args: Any, **kwargs: Any) -> None:
+    """Replaces start_image_writer on an installed dataset without image features:
+    lerobot-record starts one after opening a dataset, and it would only idle."""
+    log.debug("streamenc: image writer not started; video frames go to streamenc")
+
+
+@contextlib.contextmanager
+def installing(module: Any) -> Iterator[type]:
+    """While active, ``module.LeRobotDataset`` opens installed datasets: ``create()``,
+    ``resume()`` (a classmethod from 0.5.1 on, building the instance with ``cls.__new__``)
+    and the constructor (how 0.4.x resumes). The original is put back afterwards."""
+    from . import install  # in the package's __init__, which imports this module
+
+    base = module.LeRobotDataset
+
+    class Installed(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def create(cls, *args: Any, **kwargs: Any) -> Any:
+            return install(base.create(*args, **kwargs))
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            dataset = base(*args, **kwargs)
+            return install(dataset) if _writable(dataset) else dataset  # 0.6 opens read-only ones too
+
+    if hasattr(base, "resume"):
+        Installed.resume = classmethod(lambda cls, *a, **k: install(base.resume(*a, **k)))  # type: ignore[attr-defined]
+    module.LeRobotDataset = Installed
+    try:
+        yield Installed
+    finally:
+        module.LeRobotDataset = base
