@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ class Recorder:
     def video_path(self, camera: str, episode: int) -> Path:
         return self.root / "videos" / camera / f"episode-{episode:06d}.mp4"
 
-    def start_episode(self, episode: int | None = None, videos: dict[str, str | Path] | None = None) -> None:
+    def start_episode(self, episode: int | None = None, videos: Mapping[str, str | Path] | None = None) -> None:
         """Begin an episode (default: the one after the last). Refuses to overwrite one on disk.
 
         ``videos`` puts this episode's file for each camera at the given path instead of

@@ -21,31 +21,29 @@ has, not by its version string:
 ``record`` / ``rollout`` are ``lerobot-record`` / ``lerobot-rollout`` with that one change
 (console scripts ``streamenc-lerobot-record`` and ``streamenc-lerobot-rollout``, same flags).
 
-One module per role; this one holds ``install``, the sequence that uses them:
+One module per role; this one only names what users import:
 
+- ``installer``: ``install``, the sequence of the steps below;
 - ``versions``: the release lines this adapter knows (``check_version``);
 - ``seams``: every private LeRobot attribute, reached there only (``Seams``);
 - ``settings``: LeRobot's codec names and encoder settings to ours and back;
 - ``encoder``: ``StreamencVideoEncoder``, what LeRobot's save path talks to;
 - ``hooks``: the monkeypatches (add_frame, save_episode and its chunk append, the image
   writer, ``installing``);
-- ``cli``: ``record``, ``rollout`` and their console scripts.
+- ``cli``: ``installing`` (the dataset class that installs itself), ``record``,
+  ``rollout`` and their console scripts.
 """
 
 from __future__ import annotations
 
 import importlib.metadata  # noqa: F401  (tests patch streamenc.lerobot.importlib.metadata.version)
-import logging
-from typing import Any
 
 from ..codecs import EncoderConfig, probe
-from ..errors import ShmTooSmall
-from . import hooks
-from .cli import main, main_rollout, record, rollout
+from .cli import installing, main, main_rollout, record, rollout
 from .encoder import WORK_DIR, StreamencVideoEncoder
-from .hooks import installing
-from .seams import Seams, encoder_of, image_writer_of, recordable
-from .settings import codec_kwargs, encoder_config, split_options
+from .installer import install
+from .seams import Seams, encoder_of, image_writer_of
+from .settings import codec_kwargs
 from .versions import SUPPORTED, TESTED, UNTESTED_ENV, check_version
 
 __all__ = [
@@ -68,52 +66,3 @@ __all__ = [
     "record",
     "rollout",
 ]
-
-log = logging.getLogger("streamenc")
-
-
-def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -> Any:
-    """Record ``dataset``'s video features through streamenc; returns the dataset.
-
-    ``options`` are EncoderConfig fields (vcodec, g, crf, preset, threads, and the
-    encoders' scheduling: sched, nice, cpus), which override the dataset's own settings,
-    and Recorder options (overflow, slots, warn_behind_s). Depth features (lerobot 0.6)
-    record as LeRobot's lossless 12-bit HEVC with the dataset's DepthEncoderConfig;
-    ``depth_<field>`` overrides a field for them (``depth_preset="medium"``), and
-    ``depth_dtype`` ("uint16" mm, default, or "float32" m) says what the depth frames
-    will be, until the dataset's ``depth_unit`` says so. When /dev/shm cannot hold the
-    rings, ``png_fallback=None`` leaves LeRobot's own PNG path in place with a warning;
-    False raises ShmTooSmall.
-    """
-    check_version()
-    seams = recordable(dataset)
-    if isinstance(seams.encoder, StreamencVideoEncoder):
-        return dataset
-    if png_fallback:
-        log.warning("streamenc: png_fallback=True, so LeRobot records PNGs itself; streamenc is not installed")
-        return dataset
-    opts = split_options(options)
-    config = encoder_config(seams, opts.encoder)
-    cameras = seams.cameras(opts.depth_dtype)
-    depth = seams.depth_config(opts.depth) if seams.depth_keys else None
-    try:
-        encoder = StreamencVideoEncoder(
-            dataset.root, dataset.fps, cameras, config, depth, dataset.meta.features, **opts.recorder
-        )
-    except ShmTooSmall as e:
-        if png_fallback is False:
-            raise
-        log.warning("streamenc: %s; LeRobot records PNGs itself (png_fallback=False makes this an error)", e)
-        return dataset
-    seams.put(encoder)
-    seams.write_back(config, encoder.recorder.codec, depth)
-    hooks.wrap_add_frame(dataset, encoder)
-    hooks.wrap_save_episode(dataset, encoder)
-    log.info(
-        "streamenc: recording %d cameras with %s in encoder processes; no PNGs, no encode at save_episode",
-        len(cameras),
-        encoder.recorder.codec,
-    )
-    if not dataset.meta.image_keys:  # video frames no longer go through the image writer
-        hooks.without_image_writer(seams)
-    return dataset

@@ -8,13 +8,41 @@ installed ones; everything else, flags included, is LeRobot's (console scripts
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
-from .hooks import installing
+from .installer import install
+from .seams import writable
 from .versions import check_version
+
+
+@contextlib.contextmanager
+def installing(module: Any) -> Iterator[type]:
+    """While active, ``module.LeRobotDataset`` opens installed datasets: ``create()``,
+    ``resume()`` (a classmethod from 0.5.1 on, building the instance with ``cls.__new__``)
+    and the constructor (how 0.4.x resumes). The original is put back afterwards."""
+    base = module.LeRobotDataset
+
+    class Installed(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def create(cls, *args: Any, **kwargs: Any) -> Any:
+            return install(base.create(*args, **kwargs))
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            dataset = base(*args, **kwargs)
+            return install(dataset) if writable(dataset) else dataset  # 0.6 opens read-only ones too
+
+    if hasattr(base, "resume"):
+        Installed.resume = classmethod(lambda cls, *a, **k: install(base.resume(*a, **k)))  # type: ignore[attr-defined]
+    module.LeRobotDataset = Installed
+    try:
+        yield Installed
+    finally:
+        module.LeRobotDataset = base
 
 
 def _run(script_module: str, dataset_module: str, entry: str, argv: list[str] | None) -> Any:

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from .. import frames as framelib
+from ..camera import Camera
 from ..codecs import EncoderConfig
 from ..depth import Depth
-from ..depth import view as depth_view
 from ..errors import ConfigError, StateError
 from ..recorder import Recorder
-from .settings import _DEPTH_DTYPE
+from .settings import DEPTH_DTYPE
 
 log = logging.getLogger("streamenc")
 
@@ -44,7 +44,7 @@ class StreamencVideoEncoder:
         self,
         root: Path,
         fps: int,
-        cameras: dict[str, tuple[int, int, int] | Depth],
+        cameras: dict[str, Camera],
         config: EncoderConfig,
         depth_config: EncoderConfig | None = None,
         features: dict[str, dict] | None = None,
@@ -53,19 +53,29 @@ class StreamencVideoEncoder:
         self.root, self.fps, self.config, self.options = Path(root), fps, config, options
         self.depth_config = depth_config
         self.features = features  # the dataset's, live: its depth keys' depth_unit is set at frame 0
-        self.keys = {key: key.replace("/", "_") for key in cameras}
-        self.shapes = dict(cameras)
-        self.depth = {key: spec for key, spec in cameras.items() if isinstance(spec, Depth)}
+        self.cameras = dict(cameras)  # LeRobot's video key -> the recorder's camera
+        self.keys = {key: cam.name for key, cam in cameras.items()}
         self.recorder: Recorder | None = None
         self._dirs: dict[str, Path] = {}
         self.recorder = self._start()
 
+    @property
+    def codec(self) -> str:
+        """The encoder the rings are drained with ("libsvtav1", ...)."""
+        if self.recorder is None:
+            raise StateError("the encoder is closed")
+        return self.recorder.codec
+
+    @property
+    def depth(self) -> dict[str, Depth]:
+        """The depth keys' settings, as the rings are made for them now."""
+        return {key: cam.depth for key, cam in self.cameras.items() if cam.depth is not None}
+
     def _start(self) -> Recorder:
-        cameras = {self.keys[k]: s if isinstance(s, Depth) else s[:2] for k, s in self.shapes.items()}
         return Recorder(
             self.root,
             self.fps,
-            cameras,
+            {cam.name: cam for cam in self.cameras.values()},
             self.config,
             png_fallback=False,
             spill_dir=self.root / WORK_DIR,
@@ -91,19 +101,18 @@ class StreamencVideoEncoder:
         unit is then fixed in info.json), which stalls this one frame for the encoder's start."""
         wrong = {}
         for key, spec in self.depth.items():
-            dtype = _DEPTH_DTYPE.get(self._unit(key), spec.dtype)
+            dtype = DEPTH_DTYPE.get(self._unit(key) or "", spec.dtype)
             if dtype != spec.dtype:
-                wrong[key] = dataclasses.replace(spec, dtype=dtype)
+                wrong[key] = dataclasses.replace(self.cameras[key], depth=dataclasses.replace(spec, dtype=dtype))
         if not wrong:
             return
         log.warning(
             "streamenc: depth frames of %s come as %s; restarting their encoders for that "
             "(install(..., depth_dtype=...) avoids this stall at the first frame)",
             sorted(wrong),
-            sorted({s.dtype for s in wrong.values()}),
+            sorted({c.dtype for c in wrong.values()}),
         )
-        self.depth.update(wrong)
-        self.shapes.update(wrong)
+        self.cameras.update(wrong)
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
@@ -137,12 +146,13 @@ class StreamencVideoEncoder:
     def check(self, frame: dict[str, Any]) -> None:
         """FrameError for a bad video frame in ``frame``, before LeRobot's add_frame has
         changed its episode buffer: a refused frame then records nothing, for any key."""
-        for key, shape in self.shapes.items():
+        for key, cam in self.cameras.items():
             value = frame.get(key)
-            if key in self.depth and isinstance(value, np.ndarray):  # tensors: LeRobot converts them first
-                depth_view(key, value, self._depth_spec_for(key, value))
-            elif isinstance(value, np.ndarray) or framelib.is_pil(value):
-                framelib.lenient(key, value, shape)  # type: ignore[arg-type]
+            if cam.is_depth and isinstance(value, np.ndarray):  # tensors: LeRobot converts them first
+                spec = self._depth_spec_for(key, value)
+                (cam if spec is cam.depth else dataclasses.replace(cam, depth=spec)).frame(value)
+            elif not cam.is_depth and (isinstance(value, np.ndarray) or framelib.is_pil(value)):
+                cam.frame(value, strict=False)
 
     def feed_frame(self, video_key: str, image: Any) -> None:
         if not self.active or self.recorder is None:
@@ -170,7 +180,7 @@ class StreamencVideoEncoder:
             video = videos[cam]
             raw = None
             if video.stats is not None:
-                scale = 1.0 if key in self.depth else 255.0
+                scale = 1.0 if self.cameras[key].is_depth else 255.0
                 raw = {k: v if k == "count" else np.asarray(v).reshape(-1) * scale for k, v in video.stats.items()}
             out[key] = (Path(video.path), raw)
         return out

@@ -10,11 +10,9 @@ go through the writer), and, for the console scripts, a script module's
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import importlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 
 from .. import chunks
 from .encoder import StreamencVideoEncoder
-from .seams import Seams, _writable
+from .seams import Seams
 
 log = logging.getLogger("streamenc")
 
@@ -120,30 +118,3 @@ def _image_writer_not_needed(*args: Any, **kwargs: Any) -> None:
     """Replaces start_image_writer on an installed dataset without image features:
     lerobot-record starts one after opening a dataset, and it would only idle."""
     log.debug("streamenc: image writer not started; video frames go to streamenc")
-
-
-@contextlib.contextmanager
-def installing(module: Any) -> Iterator[type]:
-    """While active, ``module.LeRobotDataset`` opens installed datasets: ``create()``,
-    ``resume()`` (a classmethod from 0.5.1 on, building the instance with ``cls.__new__``)
-    and the constructor (how 0.4.x resumes). The original is put back afterwards."""
-    from . import install  # in the package's __init__, which imports this module
-
-    base = module.LeRobotDataset
-
-    class Installed(base):  # type: ignore[misc, valid-type]
-        @classmethod
-        def create(cls, *args: Any, **kwargs: Any) -> Any:
-            return install(base.create(*args, **kwargs))
-
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            dataset = base(*args, **kwargs)
-            return install(dataset) if _writable(dataset) else dataset  # 0.6 opens read-only ones too
-
-    if hasattr(base, "resume"):
-        Installed.resume = classmethod(lambda cls, *a, **k: install(base.resume(*a, **k)))  # type: ignore[attr-defined]
-    module.LeRobotDataset = Installed
-    try:
-        yield Installed
-    finally:
-        module.LeRobotDataset = base

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..camera import Camera
 from ..codecs import DEPTH_PIX_FMT, EncoderConfig, depth_config
 from ..depth import Depth
 from ..errors import ConfigError
-from .settings import _DEPTH_DTYPE, _TO_OURS, _fields_of, _replaced
+from .settings import _TO_OURS, DEPTH_DTYPE, _fields_of, _replaced
 from .versions import TESTED
 
 
@@ -71,15 +72,14 @@ class Seams:
             out.update(_fields_of(self.rgb))
         return out
 
-    def cameras(self, depth_dtype: str) -> dict[str, tuple[int, int, int] | Depth]:
-        """Each video key's camera: its (H, W, C) from the feature, or, for a depth key, its ``Depth``."""
-        cameras: dict[str, tuple[int, int, int] | Depth] = {}
+    def cameras(self, depth_dtype: str) -> dict[str, Camera]:
+        """Each video key's camera, named for the recorder (no "/"): its size from the
+        feature, and for a depth key its ``Depth``."""
+        cameras: dict[str, Camera] = {}
         for key in list(self.dataset.meta.video_keys):
             feature = self.dataset.features[key]
-            if key in self.depth_keys:
-                cameras[key] = self.depth_spec(key, feature, depth_dtype)
-            else:
-                cameras[key] = _hwc(key, feature)
+            spec = self.depth_spec(key, feature, depth_dtype) if key in self.depth_keys else _hwc(key, feature)
+            cameras[key] = Camera.declare(key.replace("/", "_"), spec)
         return cameras
 
     def depth_config(self, options: dict[str, Any]) -> EncoderConfig:
@@ -108,7 +108,7 @@ class Seams:
         params = {}
         if self.depth is not None:
             params = {n: getattr(self.depth, n) for n in ("depth_min", "depth_max", "shift", "use_log")}
-        return Depth(h, w, _DEPTH_DTYPE.get(unit, dtype), **params)
+        return Depth(h, w, DEPTH_DTYPE.get(unit, dtype), **params)
 
     def write_back(self, config: EncoderConfig, codec: str, depth: EncoderConfig | None = None) -> None:
         """Make the dataset's encoder configs say what streamenc really used: info.json's
@@ -130,7 +130,7 @@ def recordable(dataset: Any) -> Seams:
     return seams
 
 
-def _writable(dataset: Any) -> bool:
+def writable(dataset: Any) -> bool:
     try:
         Seams(dataset)
         return True

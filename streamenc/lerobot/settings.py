@@ -13,13 +13,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..codecs import NVENC, EncoderConfig, codec_options, probe
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .seams import Seams
 
 log = logging.getLogger("streamenc")
 
@@ -44,7 +41,7 @@ _TO_LEROBOT = {
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
 _RECORDER_OPTIONS = ("overflow", "slots", "warn_behind_s")
 _SHARED_WITH_DEPTH = ("sched", "nice", "cpus", "threads")  # encoder options that apply to depth keys too
-_DEPTH_DTYPE = {"mm": "uint16", "m": "float32"}  # LeRobot's depth_unit -> the ring's dtype
+DEPTH_DTYPE = {"mm": "uint16", "m": "float32"}  # LeRobot's depth_unit -> the ring's dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +120,8 @@ def codec_kwargs(vcodec: str) -> dict[str, Any]:
     return {"vcodec": vcodec}
 
 
-def encoder_config(seams: Seams, options: dict[str, Any]) -> EncoderConfig:
-    """LeRobot's settings from the dataset, overridden by ``options``.
+def encoder_config(lerobot_settings: dict[str, Any], options: dict[str, Any]) -> EncoderConfig:
+    """LeRobot's settings for the dataset (``Seams.settings()``), overridden by ``options``.
 
     LeRobot resolves ``vcodec="auto"`` to a hardware encoder whenever FFmpeg merely lists
     it, so a dataset's NVENC choice is kept only if a real session opens; otherwise our own
@@ -133,7 +130,7 @@ def encoder_config(seams: Seams, options: dict[str, Any]) -> EncoderConfig:
     unknown = set(options) - _CONFIG_FIELDS
     if unknown:
         raise ConfigError(f"unknown encoder options {sorted(unknown)}; known: {sorted(_CONFIG_FIELDS)}")
-    settings = seams.settings()
+    settings = dict(lerobot_settings)
     lerobot_codec = settings.pop("vcodec")
     vcodec = _TO_OURS.get(lerobot_codec)
     if "vcodec" not in options:
