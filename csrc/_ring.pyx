@@ -9,10 +9,10 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from libc.string cimport memcpy, memset, strncpy
 from libc.stdint cimport int64_t, uint64_t
 
-from ring_layout cimport (SE_COUNTERS, SE_MAGIC, SE_MAX_DIMS, SE_PRODUCER_AT, SE_SLOT_HEADER, SE_VERSION, se_header,
-                          se_load, se_slot, se_store)
+from ring_layout cimport (SE_COUNTERS, SE_DTYPE_BYTES, SE_MAGIC, SE_MAX_DIMS, SE_PAGE, SE_PRODUCER_AT, SE_SLOT_HEADER,
+                          SE_VERSION, se_header, se_load, se_slot, se_store)
 
-PAGE = 4096
+PAGE = SE_PAGE
 MAGIC = SE_MAGIC
 VERSION = SE_VERSION
 MAX_DIMS = SE_MAX_DIMS
@@ -24,8 +24,8 @@ PRODUCER_AT = SE_PRODUCER_AT  # byte offset of producer_pid, then producer_start
 
 def layout(Py_ssize_t payload_bytes, Py_ssize_t slots):
     """Return (slot_offset, slot_stride, total_bytes): page-aligned slots after a one-page header."""
-    cdef Py_ssize_t offset = PAGE
-    cdef Py_ssize_t stride = ((SE_SLOT_HEADER + payload_bytes + PAGE - 1) // PAGE) * PAGE
+    cdef Py_ssize_t offset = SE_PAGE
+    cdef Py_ssize_t stride = ((SE_SLOT_HEADER + payload_bytes + SE_PAGE - 1) // SE_PAGE) * SE_PAGE
     return offset, stride, offset + stride * slots
 
 
@@ -83,7 +83,7 @@ cdef class RingCore:
         h.ndim = len(shape)
         for i, d in enumerate(shape):
             h.shape[i] = d
-        strncpy(h.dtype, dtype, 15)
+        strncpy(h.dtype, dtype, SE_DTYPE_BYTES - 1)
         h.payload_bytes = payload_bytes
         h.slot_offset = slot_offset
         h.slot_stride = slot_stride
@@ -97,7 +97,7 @@ cdef class RingCore:
         return {
             "magic": h.magic, "version": h.version, "header_bytes": h.header_bytes,
             "slots": h.slots, "shape": tuple(h.shape[i] for i in range(min(<int>h.ndim, SE_MAX_DIMS))),
-            "dtype": h.dtype[:16].split(b"\0", 1)[0].decode("ascii", "replace"),
+            "dtype": h.dtype[:SE_DTYPE_BYTES].split(b"\0", 1)[0].decode("ascii", "replace"),
             "payload_bytes": h.payload_bytes, "slot_offset": h.slot_offset, "slot_stride": h.slot_stride,
             "producer_pid": h.producer_pid, "producer_start": h.producer_start,
             "consumer_pid": h.consumer_pid, "consumer_start": h.consumer_start,

@@ -5,10 +5,15 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 cdef extern from "ring_layout.h":
     uint64_t SE_MAGIC
     uint32_t SE_VERSION
-    int SE_MAX_DIMS
-    int SE_SLOT_HEADER
-    int SE_PRODUCER_AT
-    int SE_COUNTERS
+    # compile-time constants (an enum to Cython), so that they can size the arrays below;
+    # their values are the header's alone
+    cdef enum:
+        SE_MAX_DIMS
+        SE_SLOT_HEADER
+        SE_COUNTERS
+        SE_DTYPE_BYTES
+        SE_PAGE
+    size_t SE_PRODUCER_AT
 
     ctypedef struct se_header:
         uint64_t magic
@@ -16,8 +21,8 @@ cdef extern from "ring_layout.h":
         uint32_t header_bytes
         uint32_t slots
         uint32_t ndim
-        uint64_t shape[4]
-        char dtype[16]
+        uint64_t shape[SE_MAX_DIMS]
+        char dtype[SE_DTYPE_BYTES]
         uint64_t payload_bytes
         uint64_t slot_stride
         uint64_t slot_offset
@@ -30,8 +35,8 @@ cdef extern from "ring_layout.h":
         uint64_t head
         uint64_t read
         uint64_t tail
-        uint64_t producer_counters[8]
-        uint64_t consumer_counters[8]
+        uint64_t producer_counters[SE_COUNTERS]
+        uint64_t consumer_counters[SE_COUNTERS]
 
     ctypedef struct se_slot:
         uint64_t seq
