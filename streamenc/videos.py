@@ -20,7 +20,7 @@ from .camera import Camera
 from .codecs import EncoderConfig, default_threads, select
 from .errors import EncoderError, ShmTooSmall, StreamencError
 from .pipeline import CameraPipeline
-from .protocol import Cancel, Cancelled, End, Ended, Failed, Start, Started, error_for
+from .protocol import Cancel, Cancelled, End, Ended, Failed, Start, error_for
 from .segments import ring_bytes, shm_free_bytes
 
 log = logging.getLogger("streamenc")
@@ -135,6 +135,9 @@ class VideoBackend:
         return [p for p in videos.values() if p.exists()]
 
     def start(self, episode: int, videos: dict[str, Path]) -> None:
+        """Tell each encoder, without waiting for its answer: the record loop never waits on
+        an encoder, however busy the machine. Until an encoder takes the episode, its frames
+        wait in its ring or spill; if it cannot start it, the next add_frame raises why."""
         failed = [c.failed for c in self.pipelines.values() if c.failed]
         if failed:
             raise EncoderError("; ".join(failed))
@@ -143,10 +146,6 @@ class VideoBackend:
             if not cam.enc.alive:
                 cam.restart(None)
             cam.enc.send(Start(episode, str(cam.video)))
-        for name, cam in self.pipelines.items():
-            msg = cam.enc.expect((Started,), 60, "start_episode")
-            if isinstance(msg, Failed):
-                raise EncoderError(f"camera {name}: could not start episode {episode}: {msg.text}")
 
     def check(self, cameras) -> None:
         for name in cameras:

@@ -164,7 +164,7 @@ class Server:
             )
             self.conn.send(Started(msg.episode, self.episode.start))
         except Exception as e:
-            self.conn.send(Failed("encoder", describe(e)))
+            self.conn.send(Failed("encoder", f"could not start episode {msg.episode}: {describe(e)}"))
 
     def command(self, ep: EpisodeWriter) -> None:
         if not self.conn.poll():

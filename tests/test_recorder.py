@@ -170,6 +170,26 @@ def test_misuse_gives_clear_errors(tmp_path, cams):
         Recorder(tmp_path, cameras={"a/b": (H, W)})
 
 
+def test_start_episode_and_add_frame_never_wait_for_the_encoder(tmp_path, cams):
+    """An encoder that gets no CPU when the episode starts (here stopped with SIGSTOP, as a
+    starved one is): start_episode and the first frames return anyway, without its answer;
+    the frames wait in the ring, and once it runs again every one is encoded."""
+    cam = cams["left"]
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, slots=64) as rec:
+        pid = rec.health()["left"].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="the encoder stopped")
+            rec.start_episode()
+            _record(rec, {"left": cam}, 0, 30)
+            assert psutil.Process(pid).status() == psutil.STATUS_STOPPED, "so it cannot have answered"
+            assert rec.health()["left"].queued == 30
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        video = rec.end_episode()["left"]
+    _assert_video(video.path, cam, 30)
+
+
 def test_a_command_the_encoder_does_not_expect_is_an_error_the_user_sees(tmp_path, cams):
     """A Start while an episode is open, and an End with none open, are protocol errors:
     the encoder says so, and the recorder raises it instead of the encoder dropping it."""
@@ -189,8 +209,11 @@ def test_a_command_the_encoder_does_not_expect_is_an_error_the_user_sees(tmp_pat
         _assert_video(video.path, cam, taken)
         assert not (tmp_path / "stray.mp4").exists()
         encoder.send(End(None))
+        rec.start_episode()  # without waiting for the encoder: its answer to End comes with the frames
         with pytest.raises(EncoderError, match="got End with no episode open"):
-            rec.start_episode()
+            for i in range(30 * FPS):
+                rec.add_frame({"left": cam.frame(i)})
+                time.sleep(1 / FPS)
 
 
 def test_close_ends_processes_and_segments_even_when_the_body_raises(tmp_path, cams):
