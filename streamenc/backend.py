@@ -29,8 +29,10 @@ class EpisodeVideo:
 class CameraHealth:
     """A camera's pipeline at a glance: encoder pid, frames waiting in the ring and in the
     spill file for the encoder to take, frames it has taken in total, its restarts, how
-    the scheduler sees its threads ("idle nice 0"; never a real-time class), and the
-    slots of its ring (fewer than asked when /dev/shm is short; 0 without a ring)."""
+    the scheduler sees its threads ("idle nice 0"; never a real-time class), the slots of
+    its ring (fewer than asked when /dev/shm is short; 0 without a ring), how far behind
+    the encoder is (the frames waiting, in seconds of video), and the CPU it got over its
+    last second, in cores (what is left to it on a busy machine)."""
 
     pid: int
     queued: int
@@ -39,6 +41,8 @@ class CameraHealth:
     restarts: int
     sched: str = "unknown"
     slots: int = 0
+    behind_s: float = 0.0
+    cpu: float = 0.0
 
 
 class Backend(Protocol):

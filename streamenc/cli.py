@@ -231,7 +231,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.memory_limit:
         MemoryCgroup(args.memory_limit).remove()  # fail now, not after the first runs
     try:
-        runs = plan(args.quick, args.pipelines, args.cameras, args.sizes, args.codecs, args.pressure, **common)
+        runs = plan(
+            args.quick,
+            args.pipelines,
+            args.cameras,
+            args.sizes,
+            args.codecs,
+            args.pressure,
+            args.load,
+            args.reset,
+            **common,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     lines = sweep(runs, Path(args.out))
@@ -264,12 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=_list(str), help="e.g. 480p,720p,1080p")
     p.add_argument("--codecs", type=_list(str), help="e.g. libsvtav1,libx264,h264_nvenc")
     p.add_argument("--pressure", type=_list(float), help="shares of available RAM held during runs, e.g. 0,0.5")
+    p.add_argument(
+        "--load",
+        type=_list(str),
+        help="competing programs: 0, 1, 2 (busy at nice 0, other sessions), 2own (one of them in the "
+        "recorder's session), policy (bursty numpy work in its session), policy1 (and 1 busy)",
+    )
+    p.add_argument("--reset", type=_list(float), help="seconds the loop runs on before each save, e.g. 0,10")
     p.add_argument("--limit-as", type=_positive(int), help="RLIMIT_AS of the recording process, MiB")
     p.add_argument("--memory-limit", type=_positive(int), help="memory cgroup around each run's process tree, MiB")
     p.add_argument("--seconds", type=_positive(float), help="per episode (default 5)")
     p.add_argument("--episodes", type=_positive(int))
     p.add_argument("--video", help="take frames from this video file instead of synthetic ones")
-    p.add_argument("--sched", choices=["other", "batch", "idle"], help="streamenc encoders' scheduling policy")
+    p.add_argument("--sched", choices=["other", "batch", "idle", "auto"], help="streamenc encoders' scheduling policy")
     p.add_argument("--nice", type=int, help="streamenc encoders' nice value, 0..19")
     p.add_argument("--cpus", type=_list(int), help="CPUs for streamenc's encoders, e.g. 1")
     p.add_argument("--out", default="streamenc-bench")

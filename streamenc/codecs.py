@@ -21,7 +21,7 @@ import numpy as np
 
 from . import sched
 from .errors import ConfigError, EncoderUnavailable
-from .sched import POLICIES
+from .sched import SETTINGS
 
 log = logging.getLogger("streamenc")
 
@@ -33,9 +33,11 @@ PIX_FMTS = frozenset({"yuv420p", "yuv444p", "yuv420p10le", "gray12le"})
 DEPTH_PIX_FMT = "gray12le"  # 12-bit depth codes (LeRobot 0.6's depth format), libx265 only
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 PROBE_SIZE = (256, 256)  # NVENC refuses frames narrower than 145 px
-# SCHED_IDLE: the encoders take only the CPU time nothing else wants, so the record loop and
-# the user's own work always come first; the backlog waits on disk (docs/tuning.md)
-DEFAULT_SCHED = "idle"
+# "auto": SCHED_IDLE while the encoders keep up, so the record loop always comes first;
+# SCHED_OTHER (their fair share, never more) once they fall behind or the recorder waits for
+# them, so a busy machine cannot starve them; SCHED_BATCH where the recorder may not steer
+# them (no CAP_SYS_NICE). Chosen by measurement: docs/tuning.md, Scheduling.
+DEFAULT_SCHED = "auto"
 
 
 def quiet_svt() -> None:
@@ -62,8 +64,9 @@ class EncoderConfig:
     encoder (SVT ``lp``, x264 ``threads``); None splits the cores across the cameras.
 
     ``sched``, ``nice`` and ``cpus`` place the encoder processes for the CPU scheduler:
-    a normal policy ("other", "batch" or "idle"; never a real-time one, see sched.py),
-    a nice value 0..19, and optionally the CPUs they may run on (leave one to the loop).
+    "auto" (default: idle while they keep up, their fair share once they fall behind or
+    are waited for), or one normal policy ("other", "batch" or "idle"; never a real-time
+    one, see sched.py); a nice value 0..19; optionally the CPUs they may run on.
     """
 
     vcodec: str = "libsvtav1"
@@ -91,8 +94,8 @@ class EncoderConfig:
             raise ConfigError(f"fast_decode must be 0, 1 or 2, got {self.fast_decode!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be None or an int >= 1, got {self.threads!r}")
-        if self.sched not in POLICIES:
-            raise ConfigError(f"sched must be one of {', '.join(POLICIES)}, got {self.sched!r}")
+        if self.sched not in SETTINGS:
+            raise ConfigError(f"sched must be one of {', '.join(SETTINGS)}, got {self.sched!r}")
         if not isinstance(self.nice, int) or not 0 <= self.nice <= 19:
             raise ConfigError(f"nice must be an int in 0..19 (encoders never outrank the loop), got {self.nice!r}")
         if self.cpus is not None:

@@ -8,6 +8,7 @@ resumes the open episode from the first frame not yet durable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -39,10 +40,21 @@ class CameraPipeline:
         self.name = camera.name
         self.ring = FrameRing.create(camera.shape, camera.dtype, slots=slots)
         self.spill = SpillWriter(spill_dir / f"{camera.name}-{self.ring.name}.spill", self.ring)
+        config = spec["config"]
+        # sched="auto": this recorder moves the encoder between SCHED_IDLE (calm) and
+        # SCHED_OTHER (boosted); that takes CAP_SYS_NICE, else the encoder runs SCHED_BATCH
+        self.steered = config.sched == "auto" and sched.has_sys_nice()
+        if config.sched == "auto":  # the encoder starts where this recorder says
+            spec = {**spec, "config": dataclasses.replace(config, sched=sched.starting_policy(config.sched))}
         self.spec = EncoderSpec(camera.name, self.ring.name, str(self.spill.path), depth=camera.depth, **spec)
         self.enc = EncoderProcess(self.spec)
         self.restarts: list[float] = []
         self.failed: str | None = None
+        self.rate: float | None = None  # frames per second the encoder took, lately
+        self._sample: tuple[float, int] | None = None
+        self.boosted = False
+        self.high = max(2, min(self.spec.fps, slots // 2))  # 1 s of frames, or half the ring
+        self.low = max(1, self.high // 4)
         self.begin(None)
 
     def begin(self, video: Path | None) -> None:
@@ -148,6 +160,7 @@ class CameraPipeline:
         log.warning("streamenc: encoder for %s died (exit code %s); restarting", self.name, code)
         self.restarts.append(now)
         self.enc = EncoderProcess(self.spec)  # its start-up runs while the ring and spill take frames
+        self.boosted = False  # it starts calm
         if ep is not None:
             self.enc.send(Start(ep, str(self.video), resume=True))
 
@@ -157,15 +170,45 @@ class CameraPipeline:
         repaired = counters[EncoderCounter.RT_REPAIRED]
         if repaired:
             schedule += f" ({repaired} real-time threads put back)"
+        queued, spilled = self.ring.unread, self.spill.backlog
         return CameraHealth(
             self.enc.pid,
-            self.ring.unread,
-            self.spill.backlog,
+            queued,
+            spilled,
             counters[EncoderCounter.ENCODED],
             len(self.restarts),
             schedule,
             self.ring.slots,
+            (queued + spilled) / self.spec.fps,
+            counters[EncoderCounter.CPU_MILLI] / 1000,
         )
+
+    def steer(self, waited_on: bool = False) -> None:
+        """``sched="auto"``: SCHED_OTHER once the encoder is ``high`` frames behind, or while
+        the recorder waits for it (``waited_on``: end, cancel, between episodes), so a busy
+        machine cannot starve it; SCHED_IDLE again, so the loop always comes first, once an
+        episode is recording and the backlog is down to ``low``. A few syscalls, on a change."""
+        if not self.steered or self.failed is not None:
+            return
+        backlog = self.backlog
+        if waited_on or backlog >= self.high:
+            boost = True
+        elif backlog <= self.low:
+            boost = False
+        else:
+            return
+        if boost != self.boosted:
+            sched.set_process(self.enc.pid, "other" if boost else "idle", self.spec.config.nice)
+            self.boosted = boost
+
+    def sample_rate(self) -> None:
+        """Note how many frames the encoder has taken by now (about once a second, from the
+        record loop's put): ``rate`` is then what it manages on this machine as it is."""
+        now, encoded = time.monotonic(), self.ring.consumer_counters[EncoderCounter.ENCODED]
+        if self._sample is not None and now - self._sample[0] >= 0.5:
+            self.rate = (encoded - self._sample[1]) / (now - self._sample[0])
+        if self._sample is None or now - self._sample[0] >= 0.5:
+            self._sample = (now, encoded)
 
     def close(self) -> None:
         self.enc.stop()

@@ -52,6 +52,7 @@ class EncoderCounter(IntEnum):
     ENCODED = 2  # frames the encoder has taken, in total
     SCHED = 3  # sched.pack() of its threads at the last check (0: not checked yet)
     RT_REPAIRED = 4  # real-time threads the encoder found and put back, in total
+    CPU_MILLI = 5  # CPU the encoder process got over its last second, in thousandths of a core
 
 
 # -- recorder -> encoder -------------------------------------------------------------------

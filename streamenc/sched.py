@@ -26,6 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 POLICIES = {"other": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
+# "auto": the recorder changes its encoders' class with their work (pipeline.py): SCHED_IDLE
+# while they keep up with a recording, SCHED_OTHER once they fall behind or it waits for them
+SETTINGS = (*POLICIES, "auto")
 REALTIME = frozenset({os.SCHED_FIFO, os.SCHED_RR})
 NAMES = {
     os.SCHED_OTHER: "other",
@@ -91,6 +94,22 @@ def give_up_realtime() -> None:
             if _libc().capset(ctypes.byref(header), data) != 0:
                 raise OSError(ctypes.get_errno(), "capset: cannot drop CAP_SYS_NICE")
     resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))  # lowering a limit is always allowed
+
+
+def starting_policy(setting: str) -> str:
+    """The class an encoder starts in. ``"auto"``: SCHED_IDLE where this process (the
+    recorder) can later move it back to SCHED_OTHER (that takes CAP_SYS_NICE, which the
+    recorder keeps and the encoder gives up), else SCHED_BATCH, which still gets its fair
+    share. The recorder decides, and hands the encoder the class by name."""
+    if setting != "auto":
+        return setting
+    return "idle" if has_sys_nice() else "batch"
+
+
+def set_process(pid: int, policy: str, nice: int) -> None:
+    """Put every thread of another process (an encoder) in ``policy`` at ``nice``."""
+    for tid in threads(pid):
+        _set(tid, policy, nice)
 
 
 def threads(pid: int | str = "self") -> list[int]:

@@ -65,6 +65,19 @@ def plan_slots(
     return slots
 
 
+def advice(config: EncoderConfig, health: CameraHealth) -> str:
+    """What would let an encoder keep up, in words a user can act on."""
+    tips = ["fewer cameras or a smaller frame size"]
+    if config.vcodec in ("libsvtav1", "auto"):
+        tips.append('vcodec="h264" (libx264, several times cheaper than SVT-AV1 at g=2)')
+    if health.sched.startswith("idle") and config.sched == "idle":
+        tips.append('EncoderConfig(sched="auto"): SCHED_IDLE encoders get no CPU while other programs keep it busy')
+    elif config.nice:
+        tips.append(f"a lower nice value than {config.nice}")
+    tips.append("more CPU cores, or fewer other programs beside the recorder")
+    return "; ".join(tips) + " (docs/tuning.md, Scheduling)"
+
+
 class Countdown:
     """A progress bar over the frames waiting for their encoders when it appears."""
 
@@ -146,6 +159,7 @@ class VideoBackend:
             if not cam.enc.alive:
                 cam.restart(None)
             cam.enc.send(Start(episode, str(cam.video)))
+            cam.steer()  # recording again: calm, unless it is still behind
 
     def check(self, cameras) -> None:
         for name in cameras:
@@ -154,13 +168,16 @@ class VideoBackend:
     def put(self, camera: str, frame: np.ndarray, ts: int, episode: int, index: int) -> None:
         cam = self.pipelines[camera]
         cam.put(frame, ts, episode, index, self.overflow)
-        if index % self.fps == 0 and self.overflow != "block":  # blocking is the point there
-            self._warn_if_behind(cam)
+        if index % self.fps == 0:  # once a second
+            cam.steer()
+            if self.overflow != "block":  # blocking is the point there
+                self._warn_if_behind(cam)
 
     def seal(self, episode: int) -> None:
         self._send_all(End)
 
     def end(self, episode: int) -> dict[str, EpisodeVideo]:
+        self._say_wait()
         answers = self._wait_all(episode, Ended, "encoding backlog", End)
         videos: dict[str, EpisodeVideo] = {}
         errors: list[StreamencError] = []
@@ -207,17 +224,45 @@ class VideoBackend:
 
     # -- helpers --------------------------------------------------------------------------
     def _warn_if_behind(self, cam: CameraPipeline) -> None:
-        backlog = cam.backlog
-        if not cam.warned and backlog > self.warn_behind_s * self.fps:
-            cam.warned = True
-            log.warning(
-                "streamenc: camera %s is %.1f s behind (%d frames waiting, %d on disk); "
-                "no frame is lost, but end_episode will wait",
-                cam.name,
-                backlog / self.fps,
-                backlog,
-                cam.spill.backlog,
-            )
+        cam.sample_rate()
+        if cam.warned or cam.backlog <= self.warn_behind_s * self.fps:
+            return
+        cam.warned = True
+        h = cam.health()
+        log.warning(
+            "streamenc: camera %s is %.1f s behind (%d frames waiting, %d of them on disk): its encoder "
+            "got %.2f of a core over the last second (%s) and takes %s frames/s of the %d it is given. "
+            "No frame is lost, but end_episode will wait for them. What helps: %s",
+            cam.name,
+            h.behind_s,
+            h.queued + h.spilled,
+            h.spilled,
+            h.cpu,
+            h.sched,
+            "?" if cam.rate is None else f"{cam.rate:.0f}",
+            self.fps,
+            advice(cam.spec.config, h),
+        )
+
+    def _say_wait(self) -> None:
+        """Before end_episode waits for a backlog: about how long, at the rate the encoders
+        have managed lately (the loop is no longer running, so they may do better)."""
+        waiting = {c.name: c.backlog for c in self.pipelines.values() if c.failed is None}
+        total = sum(waiting.values())
+        if total <= self.fps // 2:
+            return
+        rates = [c.rate for c in self.pipelines.values() if c.failed is None and c.rate]
+        if not rates:
+            log.info("streamenc: end_episode waits for %d frames still to encode", total)
+            return
+        seconds = max(waiting[c.name] / c.rate for c in self.pipelines.values() if c.failed is None and c.rate)
+        log.warning(
+            "streamenc: end_episode waits for %d frames still to encode: about %.0f s at the %.0f frames/s "
+            "the encoders managed while recording",
+            total,
+            seconds,
+            sum(rates),
+        )
 
     def _send_all(self, command: type) -> None:
         """Tell each working encoder the index of the last frame it gets for this episode."""
@@ -225,6 +270,7 @@ class VideoBackend:
             if cam.failed is None:
                 try:
                     cam.enc.send(command(cam.last_index))
+                    cam.steer(waited_on=True)  # the recorder waits for it from now until the next episode
                 except EncoderError:
                     pass  # it died just now: _wait_all restarts it and sends again
 
@@ -250,6 +296,7 @@ class VideoBackend:
                         cam.restart(episode)
                         if not cam.failed:
                             cam.enc.send(command(cam.last_index))
+                            cam.steer(waited_on=True)
                         continue
                     if isinstance(msg, kind) or (isinstance(msg, Failed) and msg.final):
                         answers[name] = msg

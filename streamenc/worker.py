@@ -38,6 +38,10 @@ class Input:
         self.pending = None  # a slot taken from the ring, not used yet
         self.producer_gone = False
 
+    def waiting(self) -> int:
+        """Frames put for this encoder that it has not taken yet (ring and spill)."""
+        return self.ring.available + self.spill.available() + (self.pending is not None)
+
     def next(self, wait: float):
         """(episode, frame index, array, release) or None if nothing came within ``wait``."""
         spill_next = self.spill.peek()
@@ -62,22 +66,32 @@ class Input:
 
 
 class ScheduleWatch:
-    """Checks the encoder's threads: real-time ones are put back (and counted, because it
-    means a codec got round give_up_realtime), and what the threads look like is published
-    in the ring header for the recorder's health()."""
+    """Checks the encoder's threads after each codec open and every second: real-time ones
+    are put back (and counted: it means a codec got round give_up_realtime) to the class
+    the process has now (the recorder may have changed it: ``sched="auto"``), and that
+    class and the CPU the process got are published in the ring header for health()."""
 
     def __init__(self, ring: FrameRing, cfg: EncoderConfig) -> None:
         self.ring, self.cfg, self.repaired = ring, cfg, 0
+        self._cpu = (time.monotonic(), time.process_time())
         self.check()
 
     def check(self) -> None:
-        found = sched.enforce(self.cfg.sched, self.cfg.nice)
+        policy = sched.NAMES.get(os.sched_getscheduler(0), self.cfg.sched)
+        if policy not in sched.POLICIES:  # this thread real-time: put it back too
+            policy = "idle" if self.cfg.sched == "auto" else self.cfg.sched
+        found = sched.enforce(policy, os.getpriority(os.PRIO_PROCESS, 0))
         if found:
             self.repaired += found
-            print(f"streamenc: encoder put {found} real-time thread(s) back to {self.cfg.sched}", file=sys.stderr)
+            print(f"streamenc: encoder put {found} real-time thread(s) back to {policy}", file=sys.stderr)
             self.ring.consumer_counters[EncoderCounter.RT_REPAIRED] = self.repaired
-        self.ring.consumer_counters[EncoderCounter.SCHED] = sched.pack(sched.observe())
-        self.last = time.monotonic()
+        counters = self.ring.consumer_counters
+        counters[EncoderCounter.SCHED] = sched.pack(sched.observe())
+        now, cpu = time.monotonic(), time.process_time()
+        if now > self._cpu[0]:
+            counters[EncoderCounter.CPU_MILLI] = int(1000 * (cpu - self._cpu[1]) / (now - self._cpu[0]))
+        self._cpu = (now, cpu)
+        self.last = now
 
     def maybe_check(self) -> None:
         if time.monotonic() - self.last >= SCHED_CHECK_S:
@@ -131,7 +145,7 @@ class Server:
         ep = self.episode
         assert ep is not None
         self.command(ep)
-        drained = not self.ring.available and not self.spill.available()
+        drained = not self.frames.waiting()
         if ep.complete or (self.stopping and ep.last is None and drained):
             self.conn.send(ep.close())
             self.episode = None
@@ -199,7 +213,7 @@ def serve(spec: EncoderSpec, conn: Connection) -> None:
     cfg = spec.config
     if len(sched.threads()) > 1:  # a thread started at import would keep the right given up below
         print(f"streamenc: encoder has {len(sched.threads())} threads before giving up real-time", file=sys.stderr)
-    sched.apply(cfg.sched, cfg.nice, cfg.cpus)  # while this is the only thread: later ones inherit it
+    sched.apply(sched.starting_policy(cfg.sched), cfg.nice, cfg.cpus)  # the only thread: later ones inherit it
     sched.give_up_realtime()  # before any codec opens: SVT-AV1's request for SCHED_FIFO 99 then fails
     quiet_svt()
     Server(spec, conn).run()

@@ -3,7 +3,10 @@ read back, report and plots written. (How fast anything is, is not asserted here
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ FIELDS = {
     "peak_rss_mib", "peak_private_mib", "peak_shm_mib", "peak_disk_mib", "memory", "backlog",
     "sent", "dropped", "back", "lost", "latency_cdf",
     "late_p50_ms", "late_p99_ms", "late_max_ms", "late_cdf", "backlog_max", "backlog_at_stop",
+    "close_s", "busy", "busy_own", "policy", "reset_s",
 }  # fmt: skip
 
 
@@ -45,6 +49,54 @@ def test_quick_bench_measures_every_pipeline_and_reads_every_frame_back(tmp_path
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
         assert f"({plot}.png)" in report
     assert "streamenc" in out.stdout and "report:" in out.stdout
+
+
+def _busy_programs() -> set[int]:
+    from streamenc.bench import load
+
+    out = set()
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] != psutil.STATUS_ZOMBIE and (load.BUSY in cmd or load.POLICY in cmd):
+            out.add(p.pid)
+    return out
+
+
+@pytest.mark.slow
+def test_competing_load_runs_beside_the_recording_and_is_ended_by_pid(tmp_path):
+    """2 busy programs, one in the recorder's session, and a bursty policy, then a reset
+    period: the run keeps every frame, its load processes are there while it records (in the
+    sessions asked) and none is left after."""
+    from streamenc.bench import load
+
+    before = _busy_programs()
+    run = runs.Run("streamenc", 1, "240p", seconds=2.0, busy=2, busy_own=1, policy=True, reset_s=1.0)
+    seen: dict[int, int] = {}
+
+    def watch() -> None:
+        while not done:
+            for pid in _busy_programs() - before:
+                with contextlib.suppress(psutil.Error):
+                    seen[pid] = os.getsid(pid)
+            time.sleep(0.2)
+
+    done = False
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        line = harness.measure(run, tmp_path)
+    finally:
+        done = True
+        t.join()
+    assert line["ok"] and line["lost"] == 0 and line["back"] == 60, line.get("error")
+    assert line["close_s"] >= 0 and len(line["end_s"]) == 1
+    assert "busy 2 (1 own) policy reset 1s" in line["config"]
+    assert len(seen) == 3, seen  # 2 busy programs and the policy
+    assert len(set(seen.values())) == 2, "one busy program in a session of its own, two in the recorder's"
+    assert not _busy_programs() - before, "load processes left behind"
+    assert load.POLICY and runs.load("2own") == {"busy": 2, "busy_own": 1}
+    with pytest.raises(ValueError, match="unknown load"):
+        runs.load("3")
 
 
 def test_plan_is_the_product_of_the_axes_given():

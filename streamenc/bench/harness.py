@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 
 from ..errors import StreamencError
+from . import load
 from .memory import CGROUP_ENV, MemoryCgroup, memory_hog, process_tree, snapshot
 from .pipelines import LeRobotPipeline, Source, make, uses_lerobot
 from .runs import SIZES, Run
@@ -44,18 +45,30 @@ def _cpu() -> float:
 
 def record(run: Run, root: Path) -> dict:
     """The record loop of one run, in the child process."""
-    from ..synthetic import Pacer
-
     sources = [Source(run, i) for i in range(run.cameras)]
     if uses_lerobot(run):
         import lerobot.datasets.lerobot_dataset  # noqa: F401  (imports cost every pipeline the same)
     h, w = SIZES[run.size]
     pool = [np.ones((h, w, 3), np.uint8) for _ in range(max(2 * run.cameras, FLOOR_POOL_BYTES // (h * w * 3)))]
-    if run.limit_as_mib:
-        limit = run.limit_as_mib * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # the competing load in this session (the rest: measure() starts it), before the
+    # address-space limit, which is this process's own
+    competing = load.start(run.busy_own, run.policy, own_session=True)
+    try:
+        if run.limit_as_mib:
+            limit = run.limit_as_mib * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        return _loop(run, root, sources, pool)
+    finally:
+        load.stop(competing)
+
+
+def _loop(run: Run, root: Path, sources: list[Source], pool: list[np.ndarray]) -> dict:
+    """The paced record loop itself, and what it measured (CPU: this process and the
+    children it reaped, the recording's, not the competing load's, which is reaped later)."""
+    from ..synthetic import Pacer
+
     cpu0 = _cpu()
-    pipe = make(run, root)
+    pipe: Any = make(run, root)
     n = int(round(run.seconds * run.fps))
     lat, floor, ends, missed, backlog, t0 = [], [], [], 0, [], time.monotonic()
     late, waiting = [], []  # per tick: the loop's wake-up lateness, and the frames waiting
@@ -86,28 +99,41 @@ def record(run: Run, root: Path) -> dict:
                 floor.append(time.perf_counter() - t1)
                 waiting.append(pipe.backlog())
                 pacer.wait()
+            for _ in range(int(round(run.reset_s * run.fps))):  # the reset period: the loop runs on
+                waiting.append(pipe.backlog())
+                pacer.wait()
             missed += pacer.missed
             late += pacer.lateness
             t = time.perf_counter()
             pipe.end()
             ends.append(time.perf_counter() - t)
+        stop.set()
+        sampler.join()
+        dropped = pipe.dropped()
+        t = time.perf_counter()
+        closing, pipe = pipe, None
+        closing.close()  # LeRobot's finalize()
+        close_s = time.perf_counter() - t
+        cpu_s = _cpu() - cpu0
     finally:
         stop.set()
         sampler.join()
-        pipe.close()
+        if pipe is not None:
+            pipe.close()
     return {
-        "impl": "lerobot" if isinstance(pipe, LeRobotPipeline) else "model",
+        "impl": "lerobot" if isinstance(closing, LeRobotPipeline) else "model",
         "latency_ms": [round(x * 1e3, 4) for x in lat],
         "floor_ms": [round(x * 1e3, 4) for x in floor],
         "late_ms": [round(x * 1e3, 4) for x in late],
         "waiting": waiting,
         "missed": missed,
         "end_s": ends,
+        "close_s": close_s,
         "sent": n * run.episodes * run.cameras,
-        "dropped": pipe.dropped(),
-        "cpu_s": _cpu() - cpu0,
+        "dropped": dropped,
+        "cpu_s": cpu_s,
         "backlog": backlog,
-        "files": [str(f) for f in pipe.files],
+        "files": [str(f) for f in closing.files],
     }
 
 
@@ -173,6 +199,7 @@ def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
     out = root / "result.json"
     timeout = run_timeout(run) if timeout is None else timeout
     hog = memory_hog(run.pressure)
+    competing = load.start(run.busy - run.busy_own, own_session=False)  # other programs, other sessions
     cgroup = child = None
     timed_out = False
     timeline: list[dict] = []
@@ -211,6 +238,7 @@ def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
         if hog is not None:
             hog.kill()
             hog.wait()
+        load.stop(competing)
         if cgroup is not None:
             cgroup.remove()
         clean_stale()  # the rings of a run that was killed (only segments whose owners are dead)
@@ -248,6 +276,7 @@ def measure(run: Run, scratch: Path, timeout: float | None = None) -> dict:
         backlog_max=int(max(waiting)),
         backlog_at_stop=int(waiting[-1]),
         end_s=result["end_s"],
+        close_s=result["close_s"],
         cpu_s=result["cpu_s"],
         cpu_ms_per_frame=result["cpu_s"] * 1e3 / max(1, result["sent"]),
         # CPU per second recorded, as a share of the machine: what sustained recording costs

@@ -29,6 +29,13 @@ class Run:
     sched: str | None = None
     nice: int | None = None
     cpus: tuple[int, ...] | None = None
+    # competing load (load.py): busy programs at nice 0, how many of them in the recorder's
+    # own session, a bursty policy in its session; and how long the loop runs on after each
+    # episode before it is saved (lerobot-record's reset period)
+    busy: int = 0
+    busy_own: int = 0
+    policy: bool = False
+    reset_s: float = 0.0
 
     @property
     def config(self) -> str:
@@ -39,6 +46,12 @@ class Run:
             out += f" nice {self.nice}"
         if self.cpus:
             out += f" cpus {','.join(map(str, self.cpus))}"
+        if self.busy:
+            out += f" busy {self.busy}" + (f" ({self.busy_own} own)" if self.busy_own else "")
+        if self.policy:
+            out += " policy"
+        if self.reset_s:
+            out += f" reset {self.reset_s:g}s"
         if self.pressure:
             out += f" pressure {self.pressure:.0%}"
         if self.limit_as_mib:
@@ -46,6 +59,25 @@ class Run:
         if self.memory_limit_mib:
             out += f" cgroup<={self.memory_limit_mib}MiB"
         return out
+
+
+LOADS = {  # the --load axis: name -> Run fields
+    "0": {},
+    "1": {"busy": 1},
+    "2": {"busy": 2},
+    "2own": {"busy": 2, "busy_own": 1},
+    "policy": {"policy": True},
+    "policy1": {"policy": True, "busy": 1},
+}
+
+
+def load(name: str) -> dict[str, Any]:
+    """The Run fields of a --load value: 0, 1 or 2 busy programs in other sessions, "2own"
+    (2, one of them in the recorder's session), "policy" (bursty, in the recorder's session),
+    "policy1" (that and 1 busy program)."""
+    if name not in LOADS:
+        raise ValueError(f"unknown load {name!r}; known: {', '.join(LOADS)}")
+    return LOADS[name]
 
 
 def scheduling(run: Run) -> dict[str, Any]:
@@ -61,22 +93,27 @@ def plan(
     sizes: list[str] | None = None,
     codecs: list[str] | None = None,
     pressures: list[float] | None = None,
+    loads: list[str] | None = None,
+    resets: list[float] | None = None,
     **common: Any,
 ) -> list[Run]:
     """The runs of a sweep. Any axis given, or ``quick``: the product of the given axes,
     the others at 2 cameras, 480p, libsvtav1, no pressure (``quick``: 1 camera at 240p
     for 2 s). Otherwise the default sweep: cameras 1/2/4 at 480p, then 2 cameras at 720p
-    and 1080p, with x264 (and NVENC where the probe opens it), and at 50% memory pressure."""
+    and 1080p, with x264 (and NVENC where the probe opens it), and at 50% memory pressure.
+    ``loads`` (load()) and ``resets`` (seconds) are axes too."""
     pipelines = pipelines or list(PIPELINES)
     if quick:
         common = {"seconds": 2.0, "episodes": 1, **common}
-    if quick or any(x is not None for x in (cameras, sizes, codecs, pressures)):
+    if quick or any(x is not None for x in (cameras, sizes, codecs, pressures, loads, resets)):
         configs = [
-            {"cameras": c, "size": s, "codec": k, "pressure": p}
+            {"cameras": c, "size": s, "codec": k, "pressure": p, **load(ld), "reset_s": r}
             for c in cameras or [1 if quick else 2]
             for s in sizes or ["240p" if quick else "480p"]
             for k in codecs or ["libsvtav1"]
             for p in pressures or [0.0]
+            for ld in loads or ["0"]
+            for r in resets or [0.0]
         ]
     else:
         from ..codecs import NVENC, probe
