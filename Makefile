@@ -172,9 +172,12 @@ bench-lerobot: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/lerobot_bench.py --out $(OUT)/lerobot
 
 # The record loop's wake-up lateness beside the encoders: 2x480p, 4x480p, 2x720p, 60 s each,
-# for LeRobot's png and stream paths and streamenc (~25 min).
+# for LeRobot's png and stream paths and streamenc (~25 min); then the same loop on a busy
+# machine: competing programs (0, 1, 2 busy, one in the recorder's session, a bursty policy),
+# saves at once and after a reset, and streamenc's scheduling settings side by side (~25 min).
 bench-loop: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/loop_bench.py --out $(OUT)/loop
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/load_bench.py --out $(OUT)/load
 
 # The same LeRobot benchmark through lerobot 0.6.1 on Python 3.12.
 bench-lerobot06: $(LEROBOT06)

@@ -60,19 +60,21 @@ def _setting(r: dict) -> str:
 def table(lines: list[dict]) -> str:
     rows = [
         "| load | save after | path | loop late p99 / max (ms) | overruns | add_frame p99 / max (ms) | "
-        "backlog max (frames) | save_episode (s) | finalize (s) | lost |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "first add_frame (ms) | backlog max (frames) | save_episode (s) | finalize (s) | lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in lines:
         where = f"{r['reset_s']:g} s reset" if r["reset_s"] else "at once"
         path = r["pipeline"] + (f" ({_setting(r)})" if _setting(r) not in ("", "default") else "")
         if not r.get("ok"):
-            rows.append(f"| {_load_of(r)} | {where} | {path} | failed: {r.get('error')} |||||||")
+            rows.append(f"| {_load_of(r)} | {where} | {path} | failed: {r.get('error')} ||||||||")
             continue
         saves = ", ".join(f"{s:.2f}" for s in r["end_s"])
+        firsts = ", ".join(f"{s:.1f}" for s in r.get("first_add_ms", [])) or "-"
         rows.append(
             f"| {_load_of(r)} | {where} | {path} | {r['late_p99_ms']:.2f} / {r['late_max_ms']:.1f} | "
-            f"{r['missed']} | {r['add_p99_ms']:.2f} / {r['add_max_ms']:.1f} | {r['backlog_max']} | {saves} | "
+            f"{r['missed']} | {r['add_p99_ms']:.2f} / {r['add_max_ms']:.1f} | {firsts} | {r['backlog_max']} | "
+            f"{saves} | "
             f"{r['close_s']:.2f} | {r['lost']} |"
         )
     return "\n".join(rows)

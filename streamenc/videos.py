@@ -158,8 +158,7 @@ class VideoBackend:
             cam.begin(videos[name])
             if not cam.enc.alive:
                 cam.restart(None)
-            cam.enc.send(Start(episode, str(cam.video)))
-            cam.steer()  # recording again: calm, unless it is still behind
+            cam.enc.send(Start(episode, str(cam.video)))  # frame 0's put steers it: calm, unless behind
 
     def check(self, cameras) -> None:
         for name in cameras:

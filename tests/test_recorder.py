@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -188,6 +189,46 @@ def test_start_episode_and_add_frame_never_wait_for_the_encoder(tmp_path, cams):
             os.kill(pid, signal.SIGCONT)
         video = rec.end_episode()["left"]
     _assert_video(video.path, cam, 30)
+
+
+def test_a_camera_behind_says_how_far_what_cpu_it_got_what_helps_and_how_long_the_save_waits(tmp_path, cams, caplog):
+    """A stalled encoder: health() gives the backlog in seconds and the CPU it got; the
+    warning says so in words a user can act on; end_episode says how long it will wait."""
+    cam = cams["left"]
+    cfg = EncoderConfig(vcodec="libsvtav1", sched="idle")
+    with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, encoder=cfg, warn_behind_s=1.0, slots=64) as rec:
+        rec.start_episode()
+        for i in range(2 * FPS):  # the encoder takes frames: a rate to estimate from
+            rec.add_frame({"left": cam.frame(i)})
+            time.sleep(1 / FPS)
+        pid = rec.health()["left"].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with caplog.at_level("WARNING", logger="streamenc"):
+                for i in range(2 * FPS, 4 * FPS + 1):
+                    rec.add_frame({"left": cam.frame(i)})
+            h = rec.health()["left"]
+            assert h.behind_s == pytest.approx((h.queued + h.spilled) / FPS) and h.behind_s > 1.0
+            assert 0 <= h.cpu < len(os.sched_getaffinity(0)) + 0.5
+            behind = [r.message for r in caplog.records if "behind" in r.message]
+            assert len(behind) == 1, behind
+            text = behind[0]
+            assert "of a core" in text and "frames/s" in text and "What helps" in text, text
+            assert 'vcodec="h264"' in text and 'sched="auto"' in text and "more CPU cores" in text, text
+            caplog.clear()
+            ended: list = []
+            with caplog.at_level("WARNING", logger="streamenc"):
+                waiter = threading.Thread(target=lambda: ended.append(rec.end_episode()))
+                waiter.start()  # still stopped: end_episode must say how long before it waits
+                wait_for(lambda: any("end_episode waits for" in r.message for r in caplog.records), what="the estimate")
+            estimate = next(r.message for r in caplog.records if "end_episode waits for" in r.message)
+            waiting = int(estimate.split("waits for ")[1].split()[0])
+            assert waiting >= 2 * FPS + 1 and " s at the " in estimate, estimate  # all it was given since
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        waiter.join(120)
+        video = ended[0]["left"]
+    _assert_video(video.path, cam, 4 * FPS + 1)
 
 
 def test_a_command_the_encoder_does_not_expect_is_an_error_the_user_sees(tmp_path, cams):

@@ -41,10 +41,13 @@ def snapshot(pid: int, scratch: Path, skip: int | None = None) -> dict:
         with contextlib.suppress(OSError):
             shm += f.stat().st_size
     disk = 0
-    for f in Path(scratch).rglob("*"):
-        with contextlib.suppress(OSError):
-            if f.suffix in (".png", ".spill"):
-                disk += f.stat().st_size
+    # os.walk, not rglob: the run deletes directories (an episode's PNGs after its save)
+    # while this walks, and a vanished directory is skipped instead of ending the sweep
+    for dirpath, _, names in os.walk(scratch):
+        for name in names:
+            if name.endswith((".png", ".spill")):
+                with contextlib.suppress(OSError):
+                    disk += os.stat(os.path.join(dirpath, name)).st_size
     return {"rss": rss, "private": private, "shm": shm, "disk": disk}
 
 
