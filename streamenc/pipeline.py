@@ -36,7 +36,6 @@ class CameraPipeline:
     """One camera's ring, spill file and encoder process, and this episode's counts."""
 
     def __init__(self, camera: Camera, slots: int, spec: dict, spill_dir: Path) -> None:
-        self.camera = camera
         self.name = camera.name
         self.ring = FrameRing.create(camera.shape, camera.dtype, slots=slots)
         self.spill = SpillWriter(spill_dir / f"{camera.name}-{self.ring.name}.spill", self.ring)
@@ -198,7 +197,12 @@ class CameraPipeline:
         else:
             return
         if boost != self.boosted:
-            sched.set_process(self.enc.pid, "other" if boost else "idle", self.spec.config.nice)
+            try:
+                sched.set_process(self.enc.pid, "other" if boost else "idle", self.spec.config.nice)
+            except PermissionError as e:  # this process gave CAP_SYS_NICE up since: stop steering
+                self.steered = False
+                log.warning("streamenc: cannot steer the encoder of %s any more (%s); it stays as it is", self.name, e)
+                return
             self.boosted = boost
 
     def sample_rate(self) -> None:
