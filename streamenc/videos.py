@@ -29,6 +29,7 @@ MIN_SLOTS = 16  # the fewest ring slots: an encoder holds frames (look-ahead, op
 RING_BUDGET_BYTES = 256 * 2**20  # per camera; 64 slots of 480p fit, 1080p gets fewer
 MAX_SLOTS = 64
 PROGRESS_AFTER_S = 1.0
+LONG_WAIT_S = 2.0  # an end_episode wait estimated at least this long is a warning, not news
 
 
 def default_slots(shape: tuple[int, ...], dtype: str = "uint8") -> int:
@@ -255,7 +256,8 @@ class VideoBackend:
             log.info("streamenc: end_episode waits for %d frames still to encode", total)
             return
         seconds = max(waiting[c.name] / c.rate for c in self.pipelines.values() if c.failed is None and c.rate)
-        log.warning(
+        log.log(
+            logging.WARNING if seconds >= LONG_WAIT_S else logging.INFO,
             "streamenc: end_episode waits for %d frames still to encode: about %.0f s at the %.0f frames/s "
             "the encoders managed while recording",
             total,

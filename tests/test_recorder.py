@@ -217,7 +217,7 @@ def test_a_camera_behind_says_how_far_what_cpu_it_got_what_helps_and_how_long_th
             assert 'vcodec="h264"' in text and 'sched="auto"' in text and "more CPU cores" in text, text
             caplog.clear()
             ended: list = []
-            with caplog.at_level("WARNING", logger="streamenc"):
+            with caplog.at_level("INFO", logger="streamenc"):
                 waiter = threading.Thread(target=lambda: ended.append(rec.end_episode()))
                 waiter.start()  # still stopped: end_episode must say how long before it waits
                 wait_for(lambda: any("end_episode waits for" in r.message for r in caplog.records), what="the estimate")
