@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from lerobot.datasets import compute_stats as lerobot_stats
@@ -348,6 +349,32 @@ def test_encoder_killed_mid_episode_loses_no_frame(tmp_path):
     assert enc.recorder.health()[KEYS[0]].pid != killed[0]
     ds.finalize()
     _check_dataset(root, cams, [90])
+
+
+def test_the_first_add_frame_of_an_episode_does_not_wait_for_stopped_encoders(tmp_path):
+    """LeRobot's add_frame starts the episode at frame 0. With every encoder stopped, as a
+    starved one is, frame 0 and the rest still go in (the encoders cannot have answered),
+    and once they run again the episode saves with every frame."""
+    root = tmp_path / "ds"
+    ds = sl.install(_create(root))
+    cams = _cameras()
+    _record(ds, cams, 0, 20)  # a first episode: the encoders are up and between episodes
+    pids = [h.pid for h in sl.encoder_of(ds).recorder.health().values()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for i in range(30):
+            frame = {k: c.frame(i) for k, c in cams.items()}
+            ds.add_frame({**frame, "observation.state": np.array([1, i], np.float32), "task": "pick"})
+        stopped = [psutil.Process(pid).status() == psutil.STATUS_STOPPED for pid in pids]
+        assert all(stopped), "so no encoder can have answered the episode's start"
+        assert all(h.queued == 30 for h in sl.encoder_of(ds).recorder.health().values())
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    ds.save_episode()
+    ds.finalize()
+    _check_dataset(root, cams, [20, 30])
 
 
 def test_bad_frame_is_refused_before_lerobot_buffers_it(tmp_path):
