@@ -247,15 +247,16 @@ class VideoBackend:
     def _say_wait(self) -> None:
         """Before end_episode waits for a backlog: about how long, at the rate the encoders
         have managed lately (the loop is no longer running, so they may do better)."""
-        waiting = {c.name: c.backlog for c in self.pipelines.values() if c.failed is None}
-        total = sum(waiting.values())
+        live = [(c.backlog, c.rate) for c in self.pipelines.values() if c.failed is None]
+        total = sum(backlog for backlog, _ in live)
         if total <= self.fps // 2:
             return
-        rates = [c.rate for c in self.pipelines.values() if c.failed is None and c.rate]
-        if not rates:
+        known = [(backlog, rate) for backlog, rate in live if rate]
+        if not known:
             log.info("streamenc: end_episode waits for %d frames still to encode", total)
             return
-        seconds = max(waiting[c.name] / c.rate for c in self.pipelines.values() if c.failed is None and c.rate)
+        seconds = max(backlog / rate for backlog, rate in known)
+        rates = [rate for _, rate in known]
         log.log(
             logging.WARNING if seconds >= LONG_WAIT_S else logging.INFO,
             "streamenc: end_episode waits for %d frames still to encode: about %.0f s at the %.0f frames/s "
