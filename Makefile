@@ -30,7 +30,7 @@ find_python = x=$$(echo $$v | cut -d. -f1,2); \
 	{ echo "make: Python $$v is not installed: pyenv install $$v, or put python$$x on PATH," \
 		"or choose others with WHEEL_PYTHONS=" >&2; exit 1; }
 
-.PHONY: bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed installed-tests wheels test-wheels bench bench-lerobot bench-loop bench-overload lint clean
+.PHONY: bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed installed-tests wheels test-wheels bench bench-lerobot bench-loop bench-overload bench-crash lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -178,6 +178,16 @@ bench-lerobot: venv $(LEROBOT)
 bench-loop: venv $(LEROBOT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/loop_bench.py --out $(OUT)/loop
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/load_bench.py --out $(OUT)/load
+
+# The crash matrix: kill point x LeRobot line (0.4.4, 0.6.1) x stock LeRobot / streamenc,
+# the episodes saved and those stock LeRobotDataset reads afterwards; and what the journal
+# adds to save_episode at 2x480p (~10 min). Table: $(OUT)/crash/report.md
+bench-crash: venv $(LEROBOT) $(LEROBOT06) check-ffmpeg
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/crash_bench.py --out $(OUT)/crash/lerobot-0.4.4.json
+	HF_HUB_OFFLINE=1 $(VENV06)/bin/python bench/crash_bench.py --out $(OUT)/crash/lerobot-0.6.1.json
+	$(BIN)/python bench/crash_bench.py --merge $(OUT)/crash/lerobot-0.4.4.json $(OUT)/crash/lerobot-0.6.1.json \
+		> $(OUT)/crash/report.md
+	cat $(OUT)/crash/report.md
 
 # The same LeRobot benchmark through lerobot 0.6.1 on Python 3.12.
 bench-lerobot06: $(LEROBOT06)

@@ -189,26 +189,52 @@ def append(chunk: Path, episode: Path, keep_s: float | None = None) -> None:
         samples = samples.cut(int(np.searchsorted(ends, round(keep_s * track.timescale), side="right")))
     start = max(DATA_START, samples.end)
     new = samples.plus(start, *zip(*[(len(d), t, k) for d, t, k in packets], strict=True))
-    moov = track.with_samples(new).moov.pack()
-    new_slot, old_slot = SLOTS[1 - state.active], SLOTS[state.active]
     with open(chunk, "r+b") as f:
         f.truncate(start)  # what no moov covers: a crashed append's packets
         f.seek(start)
         for d, _, _ in packets:
             f.write(d)
         sync(f)
-        f.seek(new_slot)
-        f.write(_slot_bytes(moov, disguise=True))
-        sync(f)
-        # Readers take the first moov in the file. Typing the new one moov first, then
-        # freeing the old one, keeps a whole moov first at every instant: the old one
-        # while it comes first, else the new one, whose packets are already on disk.
-        f.seek(new_slot + 4)
-        f.write(b"moov")
-        sync(f)
-        f.seek(old_slot)
-        f.write(struct.pack(">I4s", SLOT_BYTES, b"free"))
-        sync(f)
+        _swap_index(f, state, track.with_samples(new).moov.pack())
+
+
+def _swap_index(f, state: Chunk, moov: bytes) -> None:
+    """Write ``moov`` into the inactive slot and make it the one readers use, in the order
+    that keeps a whole moov first in the file at every instant."""
+    new_slot, old_slot = SLOTS[1 - state.active], SLOTS[state.active]
+    f.seek(new_slot)
+    f.write(_slot_bytes(moov, disguise=True))
+    sync(f)
+    # Readers take the first moov in the file. Typing the new one moov first, then
+    # freeing the old one, keeps a whole moov first at every instant: the old one
+    # while it comes first, else the new one, whose packets are already on disk.
+    f.seek(new_slot + 4)
+    f.write(b"moov")
+    sync(f)
+    f.seek(old_slot)
+    f.write(struct.pack(">I4s", SLOT_BYTES, b"free"))
+    sync(f)
+
+
+def trim(chunk: Path, keep_s: float) -> int:
+    """Cut an appendable chunk back to its first ``keep_s`` seconds (the episodes a
+    dataset has on record, after a crash); returns how many frames went. Unsupported for
+    a chunk in another layout."""
+    state = Chunk(chunk)
+    track, samples = state.track, state.track.samples
+    ends = np.cumsum(samples.deltas.astype(np.int64))
+    keep = int(np.searchsorted(ends, round(keep_s * track.timescale), side="right"))
+    kept = samples.cut(keep)  # whole episodes only
+    cut = len(samples.sizes) - len(kept.sizes)
+    with open(chunk, "r+b") as f:
+        if cut:
+            samples = kept
+            _swap_index(f, state, track.with_samples(samples).moov.pack())
+        end = max(DATA_START, samples.end)
+        if os.fstat(f.fileno()).st_size > end:  # packets no moov covers (a crashed append's)
+            f.truncate(end)
+            sync(f)
+    return cut
 
 
 def sync(f) -> None:

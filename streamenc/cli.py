@@ -251,6 +251,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if all(line.get("ok") for line in lines) else 1
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .lerobot import recovery  # pyarrow, which LeRobot brings; LeRobot itself is not imported
+
+    return recovery.main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="streamenc", description="Record robot camera frames straight to video.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -296,6 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clean)
+    p = sub.add_parser("repair", help="restore a LeRobot dataset a crash interrupted (every saved episode)")
+    p.add_argument("root", help="the dataset's root directory")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    p.add_argument("--json", action="store_true", help="write the report as JSON")
+    p.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="keep the episode the crash interrupted, with its frames durable in both rows and video",
+    )
+    p.set_defaults(func=cmd_repair)
     args = ap.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so a recording is finalized and a bench run's processes ended
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import select
@@ -370,3 +371,28 @@ def stale_spills(roots: list[Path], live_rings: set[str], depth: int = 3) -> lis
                         frames = 0
                     out.append((path, frames))
     return sorted(out)
+
+
+def hold(directory: Path) -> int:
+    """Mark the spill directory in use for as long as this process lives: a shared flock
+    on the directory itself, which the kernel drops when the process dies however it dies
+    (``in_use``; every encoder holds its camera's)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def in_use(directory: Path) -> bool:
+    """Whether a live encoder still holds ``directory`` (``hold``)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

@@ -18,7 +18,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from . import sched
+from . import liveness, sched, segments, spill
 from .codecs import EncoderConfig, quiet_svt
 from .episode import EpisodeWriter, describe
 from .errors import PeerDied, RingTimeout
@@ -105,6 +105,7 @@ class Server:
     def __init__(self, spec: EncoderSpec, conn: Connection) -> None:
         self.spec, self.conn = spec, conn
         self.ring = FrameRing.attach(spec.ring)
+        self.in_use = spill.hold(Path(spec.spill).parent)  # kept till the process ends: see spill.in_use
         self.spill = SpillReader(Path(spec.spill), self.ring)
         self.frames = Input(self.ring, self.spill)
         self.watch = ScheduleWatch(self.ring, spec.config)
@@ -122,6 +123,7 @@ class Server:
                     self.episode.close()
             self.spill.close()
             self.ring.close()
+            _unlink_if_orphaned(self.spec.ring)
 
     # -- the states ---------------------------------------------------------------------
     def idle(self) -> bool:
@@ -208,6 +210,14 @@ class Server:
             self.conn.send(news)
 
 
+def _unlink_if_orphaned(ring: str) -> None:
+    """A recorder killed outright (kill -9, OOM) cannot unlink its ring; its encoder, the
+    ring's last user, does, so that a crash leaves nothing in /dev/shm."""
+    found = segments.owner(ring)
+    if found is not None and not liveness.alive(*found):
+        segments.unlink(ring)
+
+
 def serve(spec: EncoderSpec, conn: Connection) -> None:
     """The encoder process's main loop, once its scheduling is set up and no codec can go real-time."""
     cfg = spec.config
@@ -228,6 +238,8 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         serve(spec, conn)
+    except (BrokenPipeError, ConnectionResetError):
+        return 1  # the recorder died (kill -9): no one to tell; the episode so far is closed on disk
     except Exception as e:
         with contextlib.suppress(OSError):
             conn.send(Failed("crash", f"the encoder process failed: {describe(e)}"))

@@ -21,6 +21,12 @@ if os.environ.get("STREAMENC_TEST_INSTALLED") and "site-packages" not in streame
     raise RuntimeError(f"testing the installed package, but streamenc was imported from {streamenc.__file__}")
 
 
+def pytest_report_header(config) -> str:
+    from helpers import CRASH_SEED
+
+    return f"crash tests' kill points: STREAMENC_CRASH_SEED={CRASH_SEED}"
+
+
 def _ours(child: psutil.Process) -> bool:
     """A child a test started, not multiprocessing's own long-lived resource tracker."""
     try:

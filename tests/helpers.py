@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# The seed of the crash tests' random kill points: STREAMENC_CRASH_SEED reproduces a run
+# (pytest's header prints it, and every failure says it).
+CRASH_SEED = int(os.environ.get("STREAMENC_CRASH_SEED") or random.SystemRandom().randrange(2**31))
 
 
 def encoder_pids() -> set[int]:

@@ -142,3 +142,23 @@ def test_kill_9_mid_append_keeps_every_earlier_episode_and_the_next_append_goes_
     # the dataset recorded two episodes: the next append drops what it never recorded
     chunks.append(chunk, files[3], keep_s=len(earlier) / FPS)
     assert _read(chunk)[0] == earlier + _expected(EPISODES[3:])
+
+
+def test_trim_cuts_a_chunk_back_to_its_recorded_episodes_and_the_next_append_goes_on(tmp_path):
+    """What a repair does with a chunk that holds an episode the dataset never recorded
+    (a kill after the append, before the metadata): the index and the bytes go."""
+    files = [_episode(tmp_path / f"ep{k}.mp4", *e) for k, e in enumerate(EPISODES)]
+    chunk = tmp_path / "file-000.mp4"
+    shutil.copy(files[0], chunk)
+    for f in files[1:3]:
+        chunks.append(chunk, f)
+    size_before = chunk.stat().st_size
+    kept_s = (EPISODES[0][1] + EPISODES[1][1]) / FPS
+    assert chunks.trim(chunk, kept_s) == EPISODES[2][1]
+    assert _read(chunk)[0] == _expected(EPISODES[:2])
+    assert chunk.stat().st_size < size_before
+    assert chunks.trim(chunk, kept_s) == 0, "a second trim finds nothing to cut"
+    chunks.append(chunk, files[3])
+    assert _read(chunk)[0] == _expected([*EPISODES[:2], EPISODES[3]])
+    with pytest.raises(chunks.Unsupported):
+        chunks.trim(files[0], 0.5)  # one episode as the encoder wrote it: not an appendable chunk

@@ -7,10 +7,12 @@ helpers below ask the installed lerobot, as the adapter does."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from helpers import CRASH_SEED
 from lerobot.datasets import compute_stats as lerobot_stats
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from PIL import Image
@@ -286,7 +289,8 @@ def test_clear_episode_buffer_midway_leaves_nothing_and_next_episode_is_right(tm
             }
         )
     ds.clear_episode_buffer()
-    assert sorted(p.name for p in root.iterdir()) == ["meta"], "the cancelled take left files"
+    assert sorted(p.name for p in root.iterdir()) == [".streamenc", "meta"], "the cancelled take left files"
+    assert [p.name for p in (root / sl.WORK_DIR).iterdir()] == ["journal"], "only the session's journal"
     _record(ds, cams, 0, 33)
     ds.finalize()
     _check_dataset(root, cams, [33])
@@ -311,7 +315,8 @@ def test_save_episode_that_fails_after_the_seal_can_be_cleared_and_recording_goe
         assert time.monotonic() < deadline
         time.sleep(0.01)
     ds.clear_episode_buffer()
-    assert sorted(p.name for p in root.iterdir()) == ["meta"], "the failed take left files"
+    assert sorted(p.name for p in root.iterdir()) == [".streamenc", "meta"], "the failed take left files"
+    assert [p.name for p in (root / sl.WORK_DIR).iterdir()] == ["journal"], "only the session's journal"
     monkeypatch.setattr(_owner(ds), "_save_episode_data", write_parquet)
     _record(ds, cams, 0, 33)
     ds.finalize()
@@ -491,7 +496,9 @@ def test_the_contract_lerobots_own_encoder_tests_check(tmp_path):
     assert set(root.rglob("*")) == before, "cancel_episode left files"
     enc.close()
     enc.close()
-    assert enc.recorder is None and not (root / sl.WORK_DIR).exists()
+    assert enc.recorder is None and [p.name for p in (root / sl.WORK_DIR).iterdir()] == ["journal"]
+    ds.finalize()
+    assert not (root / sl.WORK_DIR).exists(), "finalize() ends the session's journal"
 
 
 def test_the_datasets_encoder_settings_are_honoured_and_info_json_tells_what_was_used(tmp_path):
@@ -710,3 +717,59 @@ def test_the_entry_points_open_installed_datasets_and_put_lerobot_back(tmp_path)
     else:
         with pytest.raises(ConfigError, match="lerobot-rollout arrived in lerobot 0.6.0"):
             sl.rollout([])
+
+
+@pytest.mark.slow
+def test_lerobot_record_after_a_power_cut_resumes_with_every_saved_episode(tmp_path):
+    """streamenc-lerobot-record, run as a user would, loses power after its second save
+    (its whole session is killed, the encoders with it); --resume then repairs the
+    dataset before LeRobot opens it, and records on."""
+    root = tmp_path / "ds"
+    boot = "import synthetic_robot; from streamenc.lerobot import main; main()"
+    flags = [
+        "--robot.type=streamenc_synth",
+        "--teleop.type=streamenc_synth_teleop",
+        f"--dataset.repo_id={REPO}",
+        f"--dataset.root={root}",
+        "--dataset.single_task=pick",
+        "--dataset.episode_time_s=2",
+        "--dataset.reset_time_s=0",
+        "--dataset.push_to_hub=false",
+        "--play_sounds=false",
+        "--dataset.num_episodes=6",
+    ]
+    child = subprocess.Popen(
+        [sys.executable, "-c", boot, *flags],
+        cwd=Path(__file__).parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (root / ".streamenc" / "journal" / "episode-000001.parquet").exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the recording ended before its 2nd save"
+            time.sleep(0.05)
+        time.sleep(random.Random(CRASH_SEED).uniform(0, 1.5))
+    finally:
+        session = [p for p in psutil.process_iter() if _session_of(p.pid) == child.pid]
+        for p in session:  # a power cut: the recorder and its encoders at once
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        child.wait(timeout=30)
+    saved = len(list((root / ".streamenc" / "journal").glob("episode-*.parquet")))
+    assert saved >= 2
+    again = _lerobot_record(root, "--dataset.num_episodes=1", "--resume=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "streamenc: repaired after a crash" in again.stderr, again.stderr[-3000:]
+    lengths = [r["length"] for r in _episode_rows(root)]
+    assert len(lengths) == saved + 1 and all(n > 0 for n in lengths), (CRASH_SEED, lengths)
+    _check_dataset(root, _cameras(), lengths, any_start=True)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None

@@ -30,6 +30,8 @@ One module per role; this one only names what users import:
 - ``encoder``: ``StreamencVideoEncoder``, what LeRobot's save path talks to;
 - ``hooks``: the monkeypatches (add_frame, save_episode and its chunk append, the image
   writer, ``installing``);
+- ``journal``: one durable file per saved episode, so that a crash loses none;
+- ``recovery``: ``repair``, a dataset made whole again from its journal (and ``resume``);
 - ``cli``: ``installing`` (the dataset class that installs itself), ``record``,
   ``rollout`` and their console scripts.
 """
@@ -41,7 +43,8 @@ import importlib.metadata  # noqa: F401  (tests patch streamenc.lerobot.importli
 from ..codecs import EncoderConfig, probe
 from .cli import installing, main, main_rollout, record, rollout
 from .encoder import WORK_DIR, StreamencVideoEncoder
-from .installer import install
+from .installer import install, resume
+from .recovery import Report, repair
 from .seams import Seams, encoder_of, image_writer_of
 from .settings import codec_kwargs
 from .versions import SUPPORTED, TESTED, UNTESTED_ENV, check_version
@@ -64,5 +67,8 @@ __all__ = [
     "main_rollout",
     "probe",
     "record",
+    "Report",
+    "repair",
+    "resume",
     "rollout",
 ]

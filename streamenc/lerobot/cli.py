@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
-from .installer import install
-from .seams import writable
+from .installer import install, repair_if_needed
+from .seams import dataset_root, writable
 from .versions import check_version
 
 
@@ -24,7 +24,8 @@ from .versions import check_version
 def installing(module: Any) -> Iterator[type]:
     """While active, ``module.LeRobotDataset`` opens installed datasets: ``create()``,
     ``resume()`` (a classmethod from 0.5.1 on, building the instance with ``cls.__new__``)
-    and the constructor (how 0.4.x resumes). The original is put back afterwards."""
+    and the constructor (how 0.4.x resumes). A dataset a crash interrupted is repaired
+    before LeRobot opens it (``--resume``). The original is put back afterwards."""
     base = module.LeRobotDataset
 
     class Installed(base):  # type: ignore[misc, valid-type]
@@ -33,16 +34,28 @@ def installing(module: Any) -> Iterator[type]:
             return install(base.create(*args, **kwargs))
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            _repair(args, kwargs)
             dataset = base(*args, **kwargs)
             return install(dataset) if writable(dataset) else dataset  # 0.6 opens read-only ones too
 
+    def resume(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        _repair(args, kwargs)
+        return install(base.resume(*args, **kwargs))
+
     if hasattr(base, "resume"):
-        Installed.resume = classmethod(lambda cls, *a, **k: install(base.resume(*a, **k)))  # type: ignore[attr-defined]
+        Installed.resume = classmethod(resume)  # type: ignore[attr-defined]
     module.LeRobotDataset = Installed
     try:
         yield Installed
     finally:
         module.LeRobotDataset = base
+
+
+def _repair(args: tuple, kwargs: dict) -> None:
+    """Repair the dataset ``LeRobotDataset(repo_id, root, ...)`` names, if a crash interrupted it."""
+    repo_id = kwargs.get("repo_id", args[0] if args else None)
+    if repo_id is not None:
+        repair_if_needed(dataset_root(repo_id, kwargs.get("root", args[1] if len(args) > 1 else None)))
 
 
 def _run(script_module: str, dataset_module: str, entry: str, argv: list[str] | None) -> Any:

@@ -4,7 +4,9 @@ LeRobot has no hook for these, so they replace functions and methods, each as na
 as it can: the installed dataset's ``add_frame`` (frames checked before LeRobot buffers
 them) and ``save_episode`` (the encoders flush while it writes the parquet, and its chunk
 remux becomes an in-place append), its ``start_image_writer`` (a no-op when nothing would
-go through the writer), and, for the console scripts, a script module's
+go through the writer), its ``finalize`` (the session's journal goes once LeRobot's files
+are complete), the parquet writer its save path writes rows with (a subclass that hands
+each table to the journal too), and, for the console scripts, a script module's
 ``LeRobotDataset`` (``installing``).
 """
 
@@ -19,13 +21,17 @@ from typing import Any
 import numpy as np
 
 from .. import chunks
+from ..errors import DiskFull, WriteError, is_disk_full
 from .encoder import StreamencVideoEncoder
+from .journal import Journal
 from .seams import Seams
 
 log = logging.getLogger("streamenc")
 
 # The dataset whose save_episode is running, for the append hook below.
 _saving: contextvars.ContextVar[Any] = contextvars.ContextVar("streamenc_saving", default=None)
+# The journal of the dataset whose save_episode is running, for the parquet tap below.
+_journal: contextvars.ContextVar[Journal | None] = contextvars.ContextVar("streamenc_journal", default=None)
 # Where LeRobot's save path calls concatenate_video_files: 0.6.x, then 0.4.x and 0.5.x
 _SAVE_MODULES = ("lerobot.datasets.dataset_writer", "lerobot.datasets.lerobot_dataset")
 
@@ -43,22 +49,86 @@ def wrap_add_frame(dataset: Any, encoder: StreamencVideoEncoder) -> None:
     dataset.add_frame = add_frame
 
 
-def wrap_save_episode(dataset: Any, encoder: StreamencVideoEncoder) -> None:
+def wrap_save_episode(dataset: Any, encoder: StreamencVideoEncoder, journal: Journal | None = None) -> None:
     """``dataset.save_episode`` seals the episode, so the encoders flush while LeRobot writes
-    the parquet and stats, and runs with the append hook (``_hook_appends``) on."""
+    the parquet and stats, and runs with the append hook (``_hook_appends``) on. When it
+    has returned, the episode goes into the session's journal (durable: a crash from then
+    on loses nothing of it)."""
     lerobot_save_episode = dataset.save_episode
     _hook_appends()
+    if journal is not None:
+        _tap_parquet_writers()
 
     def save_episode(*args: Any, **kwargs: Any) -> None:
         encoder.seal()
-        token = _saving.set(dataset)
+        token, tap = _saving.set(dataset), _journal.set(journal)
         try:
             lerobot_save_episode(*args, **kwargs)
         finally:
             _saving.reset(token)
+            _journal.reset(tap)
+        if journal is not None:
+            _commit(dataset, journal)
 
     save_episode.__doc__ = lerobot_save_episode.__doc__
     dataset.save_episode = save_episode
+
+
+def _commit(dataset: Any, journal: Journal) -> None:
+    meta_row = dataset.meta.latest_episode
+    index = meta_row["episode_index"]
+    try:
+        journal.commit(meta_row, list(dataset.meta.video_keys))
+    except OSError as e:
+        what = f"episode {index} is in LeRobot's files but not yet crash-safe (its journal entry could not be written)"
+        if is_disk_full(e):
+            raise DiskFull(f"{journal.dir} ({what})", 0) from e
+        raise WriteError(e.errno, f"{what}: {e}") from e
+
+
+def wrap_finalize(dataset: Any, journal: Journal) -> None:
+    """``dataset.finalize`` removes the session's journal once LeRobot's own files are
+    complete (its parquet footers written, its metadata buffer flushed)."""
+    lerobot_finalize = dataset.finalize
+
+    def finalize(*args: Any, **kwargs: Any) -> Any:
+        result = lerobot_finalize(*args, **kwargs)
+        journal.end()
+        return result
+
+    finalize.__doc__ = lerobot_finalize.__doc__
+    dataset.finalize = finalize
+
+
+def _tap_parquet_writers() -> None:
+    """LeRobot's save path writes an episode's rows with ``pq.ParquetWriter``: in the
+    modules it does so from, ``pq`` becomes a view of pyarrow.parquet whose ParquetWriter
+    also hands each table it writes to the journal of the dataset being saved."""
+    import pyarrow.parquet as pq
+
+    class TappedParquetWriter(pq.ParquetWriter):  # type: ignore[misc]
+        def write_table(self, table: Any, *args: Any, **kwargs: Any) -> None:
+            super().write_table(table, *args, **kwargs)
+            journal = _journal.get()
+            if journal is not None:
+                journal.tap(self.where, table)
+
+    class Parquet:
+        """pyarrow.parquet, but for its ParquetWriter."""
+
+        ParquetWriter = TappedParquetWriter
+        _streamenc = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pq, name)
+
+    for name in _SAVE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(module, "pq", None) is pq:
+            module.pq = Parquet()
 
 
 def _hook_appends() -> None:

@@ -8,6 +8,7 @@ moves it again this is the one module to change.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..camera import Camera
@@ -110,6 +111,15 @@ class Seams:
             params = {n: getattr(self.depth, n) for n in ("depth_min", "depth_max", "shift", "use_log")}
         return Depth(h, w, DEPTH_DTYPE.get(unit, dtype), **params)
 
+    def reload(self) -> None:
+        """Read the dataset's metadata from disk again and start the episode buffer over:
+        after a repair under a dataset LeRobot had already opened (resume() reads only the
+        metadata, which a crash may have left short of info.json)."""
+        meta = self.dataset.meta
+        (getattr(meta, "_load_metadata", None) or meta.load_metadata)()  # 0.5.1+, then 0.4.x
+        make = getattr(self.owner, "_create_episode_buffer", None) or self.owner.create_episode_buffer
+        self.owner.episode_buffer = make()
+
     def write_back(self, config: EncoderConfig, codec: str, depth: EncoderConfig | None = None) -> None:
         """Make the dataset's encoder configs say what streamenc really used: info.json's
         ``video.*`` fields are written from them (0.6.x; older lines read the file itself)."""
@@ -128,6 +138,15 @@ def recordable(dataset: Any) -> Seams:
     if not list(dataset.meta.video_keys):
         raise ConfigError("the dataset has no video features (use_videos=False?); streamenc has nothing to record")
     return seams
+
+
+def dataset_root(repo_id: str, root: Any = None) -> Path:
+    """Where LeRobot keeps ``repo_id`` when no root is given: $HF_LEROBOT_HOME/repo_id."""
+    if root is not None:
+        return Path(root)
+    from lerobot.utils.constants import HF_LEROBOT_HOME  # 0.4.x to 0.6.x
+
+    return Path(HF_LEROBOT_HOME) / repo_id
 
 
 def writable(dataset: Any) -> bool:

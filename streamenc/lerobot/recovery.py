@@ -1,0 +1,349 @@
+"""Recovery: a dataset a crash interrupted, made whole again from its journal.
+
+``repair(root)`` reads the session's journal (``journal.py``) and writes what LeRobot
+would have written at ``finalize()`` for the episodes whose ``save_episode`` returned:
+each data file of the session (one row group per episode, as LeRobot writes them), each
+episode-metadata file, and ``info.json``, ``stats.json`` and ``tasks.parquet`` as they
+stood after the last saved episode. Each file is written under a temporary name, synced
+and renamed; the journal goes last, so a repair interrupted in its turn runs again.
+Video chunk files are cut back to the saved episodes (``chunks.trim``); the episode that
+was being recorded is dropped, with whatever the session added for it (a file LeRobot had
+begun, temporary directories, spill files), so the episode indices have no gap. The
+result is an ordinary v3.0 dataset, and a second repair finds nothing to do.
+
+A dataset without a journal (recorded by LeRobot alone, or already clean) is only read:
+a clean one is left byte for byte as it is; an unclean one gets an honest report of what
+can be read (videos whose frames decode) and what cannot (rows in a parquet file that has
+no footer). Nothing here imports LeRobot: pyarrow and PyAV read and write the files.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .. import chunks, liveness, spill
+from ..errors import WriteError, is_disk_full
+from ..parts import fsync
+from . import health
+from .journal import BASE, EPISODES_PATH, INFO, JOURNAL, KEY, META_KEY, STATS, TASKS, TRACKED, files_of
+from .report import Report
+
+WORK = JOURNAL.parent  # .streamenc: the journal and the spill files
+ENCODERS_S = 60.0  # how long a repair waits for a dead recorder's encoders to finish
+
+
+def needs_repair(root: Path) -> bool:
+    """A session's journal is there: it crashed, or has not finalized yet."""
+    return (Path(root) / JOURNAL).is_dir()
+
+
+def repair(root: Path, *, dry_run: bool = False, keep_partial: bool = False) -> Report:
+    """Make ``root`` whole from its journal; only report on a dataset with none.
+    ``keep_partial``: the episode the crash interrupted is kept, as an episode of its own,
+    with the frames durable in both its rows and its video (``partial.keep``; this
+    imports LeRobot, which saves it)."""
+    root = Path(root)
+    report = Report(str(root))
+    journal = root / JOURNAL
+    base_path = journal / BASE
+    if not journal.is_dir():
+        health.inspect(root, report)
+        return report
+    if not base_path.exists():  # a session that died as it began: it saved nothing
+        if not dry_run:
+            shutil.rmtree(root / WORK, ignore_errors=True)
+        health.inspect(root, report)
+        report.dropped.append("a session that had saved no episode")
+        if report.ok:
+            report.state = "would repair" if dry_run else "repaired"
+        return report
+    base = json.loads(base_path.read_text())
+    if liveness.alive(int(base["pid"]), int(base.get("pid_start") or 0)) and base["pid"] != os.getpid():
+        report.state = "damaged"
+        report.problems.append(f"process {base['pid']} is recording into it now; repair it once that has stopped")
+        return report
+    deadline = time.monotonic() + ENCODERS_S
+    while spill.in_use(root / WORK) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a dead recorder's encoders finish the frames they were given, then exit
+    if spill.in_use(root / WORK):
+        report.state = "damaged"
+        report.problems.append(f"encoder processes still write into it after {ENCODERS_S:.0f} s; try again later")
+        return report
+    records = _records(root, int(base["episodes"]))
+    plan = _plan(root, base, records, report)
+    report.state = "would repair" if dry_run else "repaired"
+    if not dry_run:
+        try:
+            _write(root, plan)
+        except OSError as e:
+            if is_disk_full(e):
+                raise WriteError(
+                    e.errno,
+                    f"the disk is full: {root} is not repaired yet, and nothing of it is lost; free some space "
+                    f"and run the repair again ({e})",
+                ) from e
+            raise
+        videos = [s for s in plan.strays if _ours_temporary(s)]  # the interrupted episode's
+        _remove([s for s in plan.strays if s not in videos])
+        if keep_partial:
+            _keep(root, videos, report)
+        _remove(videos)
+        shutil.rmtree(root / WORK, ignore_errors=True)  # the journal goes last
+        with_dir = [root / t for t in TRACKED if (root / t).is_dir()]
+        for d in [root, *with_dir]:
+            fsync(d)
+    return report
+
+
+# -- reading the journal -------------------------------------------------------------------
+@dataclasses.dataclass
+class _Record:
+    index: int
+    rows: Any  # pyarrow Table, as LeRobot wrote it
+    meta: Any  # one-row pyarrow Table
+    info: str
+    stats: str | None
+    tasks: str | None
+
+    def value(self, column: str) -> Any:
+        return self.meta.column(column)[0].as_py()
+
+    def data_path(self, info: dict) -> str:
+        chunk, file = self.value("data/chunk_index"), self.value("data/file_index")
+        return info["data_path"].format(chunk_index=chunk, file_index=file)
+
+    def meta_path(self) -> str:
+        return EPISODES_PATH.format(
+            chunk_index=self.value("meta/episodes/chunk_index"), file_index=self.value("meta/episodes/file_index")
+        )
+
+    def video_path(self, info: dict, key: str) -> str:
+        return info["video_path"].format(
+            video_key=key,
+            chunk_index=self.value(f"videos/{key}/chunk_index"),
+            file_index=self.value(f"videos/{key}/file_index"),
+        )
+
+
+def _records(root: Path, first: int) -> list[_Record]:
+    """The session's saved episodes, in order from ``first``; the first missing one ends them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = []
+    index = first
+    while (path := root / JOURNAL / f"episode-{index:06d}.parquet").exists():
+        table = pq.read_table(path)
+        metadata = dict(table.schema.metadata)
+        record = json.loads(metadata.pop(KEY))
+        meta = pa.ipc.open_stream(metadata.pop(META_KEY)).read_all()
+        rows = table.replace_schema_metadata(metadata)
+        out.append(_Record(index, rows, meta, record["info"], record["stats"], record["tasks"]))
+        index += 1
+    return out
+
+
+@dataclasses.dataclass
+class _Plan:
+    data: dict[str, list[Any]]  # relative path -> the episodes' row tables, in order
+    meta: dict[str, list[Any]]  # relative path -> the episodes' metadata rows
+    videos: dict[str, float]  # relative path -> where its saved episodes end (s)
+    files: dict[str, bytes | None]  # info.json, stats.json, tasks.parquet: content (None: remove)
+    strays: list[Path]
+
+
+def _plan(root: Path, base: dict, records: list[_Record], report: Report) -> _Plan:
+    info = json.loads(records[-1].info if records else base["info"])
+    data: dict[str, list[Any]] = defaultdict(list)
+    meta: dict[str, list[Any]] = defaultdict(list)
+    videos: dict[str, float] = {}
+    for r in records:
+        data[r.data_path(info)].append(r.rows)
+        meta[r.meta_path()].append(r.meta)
+        for key in _video_keys(info):
+            path = r.video_path(info, key)
+            videos[path] = max(videos.get(path, 0.0), float(r.value(f"videos/{key}/to_timestamp")))
+    last = records[-1] if records else None
+    snapshot = {
+        INFO: (last.info if last else base["info"]),
+        STATS: (last.stats if last else base["stats"]),
+        TASKS: (last.tasks if last else base["tasks"]),
+    }
+    files = {
+        INFO: snapshot[INFO].encode() if snapshot[INFO] is not None else None,
+        STATS: snapshot[STATS].encode() if snapshot[STATS] is not None else None,
+        TASKS: base64.b64decode(snapshot[TASKS]) if snapshot[TASKS] is not None else None,
+    }
+    keep = set(base["files"]) | set(data) | set(meta) | set(videos) | {p for p, c in files.items() if c is not None}
+    strays = [root / p for p in files_of(root) if p not in keep]
+    known = set(base["root_entries"]) | set(TRACKED) | {WORK.name}
+    strays += [p for p in root.iterdir() if p.name not in known and _ours_temporary(p)]
+    report.restored = [r.index for r in records]
+    report.episodes = int(info["total_episodes"])
+    changed = [p for p, c in files.items() if c is not None and not _same(root / p, c)]
+    report.written = sorted([*data, *meta, *changed])
+    report.removed = sorted(p.relative_to(root).as_posix() for p in strays)
+    unsaved = _unsaved(root, info, records, strays)
+    if unsaved:
+        report.dropped.append(unsaved)
+    for path, end in videos.items():
+        report.problems += _video_problems(root / path, end, records, info, path)
+    return _Plan(dict(data), dict(meta), videos, files, strays)
+
+
+def _same(path: Path, content: bytes) -> bool:
+    try:
+        return path.read_bytes() == content
+    except OSError:
+        return False
+
+
+def _video_keys(info: dict) -> list[str]:
+    return [k for k, ft in info["features"].items() if ft.get("dtype") == "video"]
+
+
+def _ours_temporary(path: Path) -> bool:
+    """A directory made for an episode's MP4 (``tmpXXXX/<cam>_streaming.mp4``, and its
+    parts), empty until the encoder opened the file."""
+    return (
+        path.is_dir()
+        and path.name.startswith("tmp")
+        and all(p.name.split(".mp4")[0].endswith("_streaming") for p in path.iterdir())
+    )
+
+
+def _unsaved(root: Path, info: dict, records: list[_Record], strays: list[Path]) -> str:
+    """Words for the episode the crash interrupted, if anything of it is on disk."""
+    index = info["total_episodes"]
+    frames = [_frames_in(p) for s in strays if s.is_dir() for p in s.glob("*_streaming.mp4*")]
+    spill = any(p.is_file() and JOURNAL.name not in p.parts for p in (root / WORK).rglob("*"))
+    if not frames and not strays and not spill:
+        return ""
+    durable = f", {max(frames)} frames of video durable" if frames else ""
+    return f"episode {index}, not saved when the recorder stopped{durable}"
+
+
+def _frames_in(path: Path) -> int:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return sum(1 for p in c.demux(video=0) if p.size)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0
+
+
+def _video_problems(path: Path, end: float, records: list[_Record], info: dict, rel: str) -> list[str]:
+    """Whether every saved episode's frames are in the video file (by its index)."""
+    if not path.exists():
+        return [f"{rel} is missing"]
+    times = _frame_times(path)
+    if times is None:
+        return [f"{rel} cannot be read"]
+    out = []
+    for key in _video_keys(info):
+        for r in records:
+            if r.video_path(info, key) != rel:
+                continue
+            t0, t1 = float(r.value(f"videos/{key}/from_timestamp")), float(r.value(f"videos/{key}/to_timestamp"))
+            n = sum(1 for t in times if t0 - 1e-4 <= t < t1 - 1e-4)
+            if n != r.value("length"):
+                out.append(f"episode {r.index}: {rel} holds {n} of its {r.value('length')} frames")
+    return out
+
+
+def _frame_times(path: Path) -> list[float] | None:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            return [float(p.pts * s.time_base) for p in c.demux(s) if p.size and p.pts is not None]
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+
+
+# -- writing -------------------------------------------------------------------------------
+def _write(root: Path, plan: _Plan) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for rel, tables in plan.data.items():
+
+        def write_rows(tmp: Path, tables: list[Any] = tables) -> None:
+            with pq.ParquetWriter(tmp, schema=tables[0].schema, compression="snappy", use_dictionary=True) as w:
+                for t in tables:  # one row group per episode, as LeRobot writes them
+                    w.write_table(t)
+
+        _replace(root / rel, write_rows)
+    for rel, rows in plan.meta.items():
+        table = pa.concat_tables(rows, promote_options="default")
+
+        def write_meta(tmp: Path, table: Any = table) -> None:
+            pq.write_table(table, tmp, compression="snappy", use_dictionary=True)
+
+        _replace(root / rel, write_meta)
+    for rel, end in plan.videos.items():
+        try:
+            chunks.trim(root / rel, end)
+        except chunks.Unsupported:
+            pass  # a file in LeRobot's layout holds exactly the episodes moved or remuxed into it
+    for rel, content in plan.files.items():
+        if content is None:
+            (root / rel).unlink(missing_ok=True)
+        elif not _same(root / rel, content):
+            _replace(root / rel, lambda tmp, content=content: tmp.write_bytes(content))
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _keep(root: Path, videos: list[Path], report: Report) -> None:
+    """``keep_partial``: the interrupted episode saved as the dataset's next one."""
+    from .partial import keep, read_rows, rows_file
+
+    index = report.episodes
+    rows = read_rows(rows_file(root / JOURNAL, index))
+    frames, why = keep(root, rows, videos) if rows else (0, "none of its rows were durable")
+    report.dropped = [d for d in report.dropped if not d.startswith(f"episode {index},")]
+    if frames:
+        report.kept = f"episode {index}, {frames} frames (durable in both its rows and its video)"
+        report.episodes += 1
+    else:
+        report.dropped.append(f"episode {index}, not saved when the recorder stopped, not kept: {why}")
+
+
+def _replace(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".repairing")
+    write(tmp)
+    fsync(tmp)
+    os.replace(tmp, path)
+    fsync(path.parent)
+
+
+# -- the command line: streamenc repair ROOT -----------------------------------------------
+def main(args: Any) -> int:
+    """``streamenc repair``: 0 clean or repaired, 1 when something could not be restored."""
+    report = repair(Path(args.root), dry_run=args.dry_run, keep_partial=args.keep_partial)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.line())
+        for label, items in (("written", report.written), ("removed", report.removed), ("readable", report.readable)):
+            for item in items:
+                print(f"  {label}: {item}")
+    return 0 if report.ok else 1
