@@ -37,7 +37,7 @@ POINTS = {
     "save_data:3": "save_episode 3: rows written, parquet open",
     "finish:3": "save_episode 3: videos finished",
     "append:14": "save_episode 3: inside a chunk append",
-    "write_info:5": "inside save_episode: info.json half written",
+    "write_info:5": "save_episode 3: info.json half written",
     "journal:3": "save_episode 3: journal entry not yet renamed",
     "saved:3": "just after save_episode 3 returned",
     "finalize:1": "inside finalize()",

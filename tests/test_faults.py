@@ -263,9 +263,10 @@ def test_kill_9_of_the_recorder_leaves_a_playable_file_and_no_orphans(tmp_path):
     assert c.frames == 200  # it drained the ring and flushed: every frame put is there
     assert c.in_order()
     assert not list((tmp_path / ".spill").glob("*")) if (tmp_path / ".spill").exists() else True
+    left = [e for e in os.listdir("/dev/shm") if e.startswith("streamenc-") and segments.owner(e)]
+    assert not [e for e in left if segments.owner(e)[0] == proc.pid], "the encoder left its dead recorder's ring"
     out = subprocess.run([sys.executable, "-m", "streamenc", "clean"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert "removed /dev/shm/streamenc-" in out.stdout
     left = [e for e in os.listdir("/dev/shm") if e.startswith("streamenc-") and segments.owner(e)]
     assert not [e for e in left if segments.owner(e)[0] == proc.pid], "the dead recorder's ring is there"
     assert not [

@@ -124,20 +124,21 @@ def resume(repo_id: str, root: Any = None, *, keep_partial: bool = False, **kwar
 
     path = dataset_root(repo_id, root)
     repair_if_needed(path, keep_partial)
-    info = json.loads((path / "meta" / "info.json").read_text())
-    if info["total_episodes"] == 0 and _only_metadata(path):
-        # a crash before the first save leaves the dataset create() made, which 0.4.x
-        # cannot open (it goes to the hub): make it again, it holds nothing
+    opener = getattr(LeRobotDataset, "resume", None) or LeRobotDataset
+    try:
+        dataset = opener(repo_id, root=root, **kwargs)
+    except Exception:
+        info = json.loads((path / "meta" / "info.json").read_text())
+        if info["total_episodes"] or not _only_metadata(path):
+            raise
+        # A crash before the first save leaves the dataset create() made, which 0.4.x
+        # cannot open (it goes to the hub): make it again, it holds nothing.
         shutil.rmtree(path)
         features = {  # as LeRobot's load_info gives them (shapes as tuples)
             k: {**v, "shape": tuple(v["shape"])} for k, v in info["features"].items() if k not in _DEFAULT_FEATURES
         }
-        dataset = LeRobotDataset.create(
-            repo_id, info["fps"], features, root=root, robot_type=info.get("robot_type"), **kwargs
-        )
-        return install(dataset)
-    opener = getattr(LeRobotDataset, "resume", None) or LeRobotDataset
-    return install(opener(repo_id, root=root, **kwargs))
+        dataset = LeRobotDataset.create(repo_id, info["fps"], features, root=root, robot_type=info.get("robot_type"))
+    return install(dataset)
 
 
 _DEFAULT_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")

@@ -80,6 +80,11 @@ def repair(root: Path, *, dry_run: bool = False, keep_partial: bool = False) -> 
     records = _records(root, int(base["episodes"]))
     plan = _plan(root, base, records, report)
     report.state = "would repair" if dry_run else "repaired"
+    if dry_run and keep_partial:
+        from .partial import read_rows, rows_file
+
+        rows = len(read_rows(rows_file(journal, report.episodes)))
+        report.kept = f"episode {report.episodes}: would keep up to {rows} frames (its durable rows)" if rows else ""
     if not dry_run:
         try:
             _write(root, plan)
@@ -172,15 +177,13 @@ def _plan(root: Path, base: dict, records: list[_Record], report: Report) -> _Pl
             path = r.video_path(info, key)
             videos[path] = max(videos.get(path, 0.0), float(r.value(f"videos/{key}/to_timestamp")))
     last = records[-1] if records else None
-    snapshot = {
-        INFO: (last.info if last else base["info"]),
-        STATS: (last.stats if last else base["stats"]),
-        TASKS: (last.tasks if last else base["tasks"]),
-    }
+    info_text: str | None = last.info if last else base["info"]
+    stats_text: str | None = last.stats if last else base["stats"]
+    tasks_b64: str | None = last.tasks if last else base["tasks"]
     files = {
-        INFO: snapshot[INFO].encode() if snapshot[INFO] is not None else None,
-        STATS: snapshot[STATS].encode() if snapshot[STATS] is not None else None,
-        TASKS: base64.b64decode(snapshot[TASKS]) if snapshot[TASKS] is not None else None,
+        INFO: None if info_text is None else info_text.encode(),
+        STATS: None if stats_text is None else stats_text.encode(),
+        TASKS: None if tasks_b64 is None else base64.b64decode(tasks_b64),
     }
     keep = set(base["files"]) | set(data) | set(meta) | set(videos) | {p for p, c in files.items() if c is not None}
     strays = [root / p for p in files_of(root) if p not in keep]
@@ -234,11 +237,13 @@ def _unsaved(root: Path, info: dict, records: list[_Record], strays: list[Path])
 def _frames_in(path: Path) -> int:
     import av
 
+    n = 0
     try:
         with av.open(str(path)) as c:
-            return sum(1 for p in c.demux(video=0) if p.size)
+            n = sum(1 for p in c.demux(video=0) if p.size)
     except (av.error.FFmpegError, OSError, IndexError):
-        return 0
+        pass
+    return n
 
 
 def _video_problems(path: Path, end: float, records: list[_Record], info: dict, rel: str) -> list[str]:
@@ -263,12 +268,15 @@ def _video_problems(path: Path, end: float, records: list[_Record], info: dict, 
 def _frame_times(path: Path) -> list[float] | None:
     import av
 
+    times = None
     try:
         with av.open(str(path)) as c:
             s = c.streams.video[0]
-            return [float(p.pts * s.time_base) for p in c.demux(s) if p.size and p.pts is not None]
+            tb = s.time_base or 0
+            times = [float(p.pts * tb) for p in c.demux(s) if p.size and p.pts is not None]
     except (av.error.FFmpegError, OSError, IndexError):
-        return None
+        pass
+    return times
 
 
 # -- writing -------------------------------------------------------------------------------
