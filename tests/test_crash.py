@@ -283,6 +283,11 @@ def test_install_on_a_dataset_lerobot_could_open_repairs_it_first(tmp_path, capl
     _record_one(ds, 4)
     ds.finalize()
     check(root, 5, why="install() repaired")
+    if DEPTH:  # 0.6.x: LeRobot's own editing tool takes the repaired dataset
+        from lerobot.datasets.dataset_tools import delete_episodes
+
+        kept = delete_episodes(LeRobotDataset(cr.REPO, root=root), [1], output_dir=tmp_path / "edited", repo_id=cr.REPO)
+        assert len(kept) == 4 * FRAMES and kept.meta.total_episodes == 4
 
 
 def _record_one(ds, ep: int) -> None:
