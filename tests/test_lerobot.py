@@ -575,14 +575,14 @@ def _record_depth(ds, rgb, depth, episodes=((0, 30), (1, 20)), tensors: bool = F
     for ep, n in episodes:
         for i in range(n):
             d = depth.frame(i)[..., None]
-            ds.add_frame(
-                {
-                    KEYS[0]: rgb.frame(i),
-                    DEPTH: torch.from_numpy(d.copy()) if tensors and i % 3 == 0 else d,  # as robots hand them over
-                    "observation.state": np.array([ep, i], np.float32),
-                    "task": "pick",
-                }
-            )
+            frame = {
+                DEPTH: torch.from_numpy(d.copy()) if tensors and i % 3 == 0 else d,  # as robots hand them over
+                "observation.state": np.array([ep, i], np.float32),
+                "task": "pick",
+            }
+            if rgb is not None:
+                frame[KEYS[0]] = rgb.frame(i)
+            ds.add_frame(frame)
         ds.save_episode()
     ds.finalize()
 
@@ -672,6 +672,30 @@ def test_depth_records_as_lerobot_does_float32_then_resumes(tmp_path, caplog):
     for i, got in enumerate(frames[50:]):
         codes = quantize_depth(depth.expected(i), video_backend=None)  # as the decoder hands them over:
         assert torch_equal(got, dequantize_depth(torch.from_numpy(codes)[None]))  # (1, H, W) uint16 tensor
+
+
+@pytest.mark.skipif(not RGB_CONFIG, reason="depth features arrived in lerobot 0.6.0")
+def test_a_dataset_whose_only_video_is_depth_records_as_lerobot_does(tmp_path):
+    """No RGB camera: the recorder's codec is the depth codec, which must not be taken for
+    the RGB one (LeRobot's RGB preset, 12, is no x265 preset). LeRobot's RGB settings are
+    left as it made them, and the depth feature reads back as LeRobot's PNG path gives it."""
+    depth = SyntheticDepth(H, W, "uint16", seed=2)
+    feats = {k: v for k, v in _depth_features().items() if k != KEYS[0]}
+    ds = sl.install(_create(tmp_path / "ours", feats))
+    assert isinstance(sl.encoder_of(ds), sl.StreamencVideoEncoder)
+    png = _create(tmp_path / "png", feats)
+    assert _owner(ds)._rgb_encoder == _owner(png)._rgb_encoder  # unused, and untouched
+    _record_depth(ds, None, depth)
+    _record_depth(png, None, depth)
+    ours, theirs = _depth_outcome(tmp_path / "ours"), _depth_outcome(tmp_path / "png")
+    assert ours[0]["info"].pop("video.preset") == "ultrafast"
+    assert theirs[0]["info"].pop("video.preset") is None
+    assert ours[0] == theirs[0]
+    assert len(ours[2]) == len(theirs[2]) == 50
+    for a, b in zip(ours[2], theirs[2], strict=True):
+        assert a.shape == (1, H, W) and torch_equal(a, b)
+    for a, b in zip(ours[1], theirs[1], strict=True):
+        _assert_same_depth_stats(a, b)
 
 
 def torch_equal(a, b) -> bool:

@@ -67,6 +67,12 @@ class StreamencVideoEncoder:
         return self.recorder.codec
 
     @property
+    def rgb_codec(self) -> str | None:
+        """The RGB cameras' encoder, or None for a dataset whose only video is depth (whose
+        ``codec`` is then the depth encoder's)."""
+        return self.codec if any(not cam.is_depth for cam in self.cameras.values()) else None
+
+    @property
     def depth(self) -> dict[str, Depth]:
         """The depth keys' settings, as the rings are made for them now."""
         return {key: cam.depth for key, cam in self.cameras.items() if cam.depth is not None}

@@ -53,7 +53,7 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
         log.warning("streamenc: %s; LeRobot records PNGs itself (png_fallback=False makes this an error)", e)
         return dataset
     seams.put(encoder)
-    seams.write_back(config, encoder.codec, depth)
+    seams.write_back(config, encoder.rgb_codec, depth)
     hooks.wrap_add_frame(dataset, encoder)
     hooks.wrap_save_episode(dataset, encoder)
     log.info(

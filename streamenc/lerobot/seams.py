@@ -110,10 +110,12 @@ class Seams:
             params = {n: getattr(self.depth, n) for n in ("depth_min", "depth_max", "shift", "use_log")}
         return Depth(h, w, DEPTH_DTYPE.get(unit, dtype), **params)
 
-    def write_back(self, config: EncoderConfig, codec: str, depth: EncoderConfig | None = None) -> None:
+    def write_back(self, config: EncoderConfig, codec: str | None, depth: EncoderConfig | None = None) -> None:
         """Make the dataset's encoder configs say what streamenc really used: info.json's
-        ``video.*`` fields are written from them (0.6.x; older lines read the file itself)."""
-        if self.rgb is not None:
+        ``video.*`` fields are written from them (0.6.x; older lines read the file itself).
+        ``codec`` is the RGB cameras' encoder; None (no RGB camera) leaves LeRobot's RGB
+        config as it made it, since no feature is written with it."""
+        if self.rgb is not None and codec is not None:
             self.owner._rgb_encoder = _replaced(self.rgb, config, codec)
         if self.depth is not None and depth is not None:
             self.owner._depth_encoder = _replaced(self.depth, depth, "libx265")
