@@ -29,6 +29,7 @@ from PIL import Image
 import streamenc.lerobot as sl
 from streamenc import ConfigError, FrameError, Recorder, chunks
 from streamenc.codecs import AUTO_ORDER
+from streamenc.segments import PREFIX, SHM_DIR, owner
 from streamenc.stats import downsample_factor
 from streamenc.synthetic import SyntheticCamera, SyntheticDepth, read_index
 
@@ -423,6 +424,50 @@ def test_install_rejects_what_it_cannot_record(tmp_path):
     ds = _create(tmp_path / "ds2")
     with pytest.raises(ConfigError, match="unknown encoder options"):
         sl.install(ds, crf_typo=3)
+
+
+def _our_rings() -> list[str]:
+    """The rings in /dev/shm this process produces."""
+    return [e for e in os.listdir(SHM_DIR) if e.startswith(PREFIX) and (owner(e) or (0,))[0] == os.getpid()]
+
+
+@pytest.mark.parametrize("path", ["png", "stream"])
+@pytest.mark.parametrize("step", ["write_back", "wrap_save_episode", "without_image_writer"])
+def test_an_install_that_fails_leaves_the_dataset_as_lerobot_made_it(tmp_path, monkeypatch, path, step):
+    """A step after the encoder is made raises: install() raises that, with nothing of
+    streamenc left (no encoder process, no ring, no hook), LeRobot's encoder and settings
+    back at the hook, not closed, and the dataset records on LeRobot's own path."""
+    root = tmp_path / "ds"
+    ds = _create(root, vcodec="libsvtav1", streaming_encoding=path == "stream")
+    holder = _owner(ds)
+    theirs = sl.encoder_of(ds)
+    assert (theirs is None) == (path == "png")
+    configs = {n: getattr(holder, n, None) for n in ("_rgb_encoder", "_depth_encoder")}
+    closed = []
+    if theirs is not None:
+        monkeypatch.setattr(theirs, "close", lambda: closed.append(True))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"{step} failed")
+
+    if step == "write_back":
+        monkeypatch.setattr(sl.Seams, step, boom)
+    else:
+        monkeypatch.setattr(sl.installer.hooks, step, boom)
+    with pytest.raises(RuntimeError, match=f"{step} failed"):
+        sl.install(ds)
+    assert sl.encoder_of(ds) is theirs and not closed
+    assert {n: getattr(holder, n, None) for n in configs} == configs
+    for obj, name in ((ds, "add_frame"), (ds, "save_episode"), (ds, "start_image_writer"), (holder, "start_image_writer")):
+        assert name not in vars(obj), f"{name} is still replaced"
+    assert not [c for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+    assert not _our_rings()
+    assert not (root / sl.WORK_DIR).exists()
+    monkeypatch.undo()
+    cams = _cameras()
+    _record(ds, cams, 0, 12, lerobot_pngs=True)
+    ds.finalize()
+    _check_dataset(root, cams, [12])
 
 
 def test_lerobot_auto_choice_of_an_unusable_nvenc_falls_back_to_the_probe(tmp_path, caplog):

@@ -52,15 +52,26 @@ def install(dataset: Any, *, png_fallback: bool | None = None, **options: Any) -
             raise
         log.warning("streamenc: %s; LeRobot records PNGs itself (png_fallback=False makes this an error)", e)
         return dataset
-    seams.put(encoder)
-    seams.write_back(config, encoder.rgb_codec, depth)
-    hooks.wrap_add_frame(dataset, encoder)
-    hooks.wrap_save_episode(dataset, encoder)
+    # All or nothing: if a step fails, LeRobot's hook, settings and methods go back, its
+    # encoder still open, and ours is closed. What cannot be undone (stopping the image
+    # writer, closing LeRobot's encoder) comes last.
+    restore = seams.saved()
+    try:
+        theirs = seams.put(encoder)
+        seams.write_back(config, encoder.rgb_codec, depth)
+        hooks.wrap_add_frame(dataset, encoder)
+        hooks.wrap_save_episode(dataset, encoder)
+        if not dataset.meta.image_keys:  # video frames no longer go through the image writer
+            hooks.without_image_writer(seams)
+        if theirs is not None:
+            theirs.close()
+    except BaseException:
+        restore()
+        encoder.close()
+        raise
     log.info(
         "streamenc: recording %d cameras with %s in encoder processes; no PNGs, no encode at save_episode",
         len(cameras),
         encoder.codec,
     )
-    if not dataset.meta.image_keys:  # video frames no longer go through the image writer
-        hooks.without_image_writer(seams)
     return dataset
