@@ -274,6 +274,39 @@ def test_episode_stats_match_lerobot_compute_stats(tmp_path):
     assert meta.stats[KEYS[0]]["mean"].shape == (3, 1, 1)
 
 
+def test_stats_count_is_what_lerobots_png_path_counts(tmp_path):
+    """``count`` weighs an episode when LeRobot aggregates stats (a resumed dataset holds
+    episodes of both): it is the number of frames LeRobot's PNG path samples, 100 for a
+    120-frame episode, not the frames (the stats themselves are of every frame)."""
+    from streamenc.depth import DepthStats
+    from streamenc.stats import EpisodeStats, sample_count
+
+    for n in [*range(2, 400), 1000, 2000, 5000, 10_000, 20_000, 100_000, 10**6, 10**7]:
+        assert sample_count(n) == len(lerobot_stats.sample_indices(n)), n
+    for n in (90, 120, 700):
+        rgb, depth = EpisodeStats(4, 4), DepthStats(4, 4, "uint16")
+        for i in range(n):
+            rgb.update(np.full((4, 4, 3), i % 256, np.uint8))
+            depth.update(np.full((4, 4), i, np.uint16))
+        assert rgb.raw()["count"].tolist() == [len(lerobot_stats.sample_indices(n))]
+        assert depth.raw()["count"].tolist() == [len(lerobot_stats.sample_indices(n))]
+
+    feats = {k: v for k, v in _features().items() if k != KEYS[1]}
+    cams = {KEYS[0]: _cameras()[KEYS[0]]}
+    counts = {}
+    for path in ("ours", "png"):
+        ds = _create(tmp_path / path, feats)
+        if path == "ours":
+            sl.install(ds)
+        for ep in range(2):
+            _record(ds, cams, ep, 120, lerobot_pngs=path == "png")
+        ds.finalize()
+        rows = _episode_rows(tmp_path / path)
+        stats = LeRobotDatasetMetadata(REPO, root=tmp_path / path).stats[KEYS[0]]
+        counts[path] = ([r[f"stats/{KEYS[0]}/count"] for r in rows], stats["count"].tolist())
+    assert counts["ours"] == counts["png"] == ([[100], [100]], [200])
+
+
 def test_clear_episode_buffer_midway_leaves_nothing_and_next_episode_is_right(tmp_path):
     root = tmp_path / "ds"
     ds = sl.install(_create(root))
