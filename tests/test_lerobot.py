@@ -551,13 +551,14 @@ def test_lerobot_record_entry_point_records_and_resumes(tmp_path):
 
 def test_the_contract_lerobots_own_encoder_tests_check(tmp_path):
     """From LeRobot's tests of its StreamingVideoEncoder: feed or finish before start raise
-    RuntimeError; close() is idempotent; cancel_episode() leaves no temporary files."""
+    RuntimeError with LeRobot's words ("No active episode"); close() is idempotent;
+    cancel_episode() leaves no temporary files."""
     root = tmp_path / "ds"
     ds = sl.install(_create(root))
     enc = sl.encoder_of(ds)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="No active episode"):
         enc.feed_frame(KEYS[0], np.zeros((H, W, 3), np.uint8))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="No active episode"):
         enc.finish_episode()
     before = set(root.rglob("*"))
     enc.start_episode(video_keys=list(KEYS), temp_dir=root)

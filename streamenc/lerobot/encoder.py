@@ -162,7 +162,7 @@ class StreamencVideoEncoder:
 
     def feed_frame(self, video_key: str, image: Any) -> None:
         if not self.active or self.recorder is None:
-            raise StateError("no episode is active: LeRobot's add_frame starts one at frame 0")
+            raise StateError("No active episode: LeRobot's add_frame starts one at frame 0")
         if video_key not in self.keys:
             raise ConfigError(f"unknown video key {video_key!r}; installed {sorted(self.keys)}")
         self.recorder.add_camera_frame(self.keys[video_key], image)
@@ -178,7 +178,7 @@ class StreamencVideoEncoder:
         episode already joined), with stats in the raw form LeRobot wants: 0-255, shape (3,)
         for RGB; the frames' unit, shape (1,) for depth."""
         if not self.active or self.recorder is None:
-            raise StateError("no episode is active")
+            raise StateError("No active episode to finish")
         self._dirs = {}
         videos = self.recorder.end_episode()
         out = {}
