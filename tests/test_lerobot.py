@@ -549,6 +549,38 @@ def test_lerobot_record_entry_point_records_and_resumes(tmp_path):
     _check_dataset(root, _cameras(), lengths, any_start=True)
 
 
+# Says on stdout when lerobot is first imported, then runs streamenc-lerobot-record.
+HELP_BOOT = """
+import sys
+class Marker:
+    def find_spec(self, name, path=None, target=None):
+        if name == "lerobot":
+            print("<<lerobot imported>>", flush=True)
+            sys.meta_path.remove(self)
+sys.meta_path.insert(0, Marker())
+from streamenc.lerobot import main
+main()
+"""
+
+
+def test_lerobot_record_help_leads_with_what_streamenc_changes_before_lerobot_is_imported():
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_BOOT, "--help"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert text.startswith("streamenc-lerobot-record: lerobot-record with streamenc"), text[:500]
+    ours, marker = text.index("streamenc-lerobot-record:"), text.index("<<lerobot imported>>")
+    section = text[ours:marker]
+    for words in ("shared-memory ring", "no PNGs", "--dataset.streaming_encoding has no effect", "docs/lerobot.md"):
+        assert words in " ".join(section.split()), words
+    assert "--dataset.repo_id" in text[marker:]  # then LeRobot's own help, every flag
+
+
 def test_the_contract_lerobots_own_encoder_tests_check(tmp_path):
     """From LeRobot's tests of its StreamingVideoEncoder: feed or finish before start raise
     RuntimeError with LeRobot's words ("No active episode"); close() is idempotent;
