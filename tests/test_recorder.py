@@ -257,6 +257,28 @@ def test_a_command_the_encoder_does_not_expect_is_an_error_the_user_sees(tmp_pat
                 time.sleep(1 / FPS)
 
 
+def test_a_spill_leaves_no_empty_spill_folder_behind(tmp_path, cams):
+    """Frames that waited on disk go into the video and their file is deleted; the folder
+    the recorder made for them goes at close. A folder that was there before stays."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for root, spill_dir in ((tmp_path / "a", None), (tmp_path / "b", mine)):
+        with Recorder(root, fps=FPS, cameras={"left": (H, W)}, slots=16, spill_dir=spill_dir) as rec:
+            rec.start_episode()
+            pid = rec.health()["left"].pid
+            os.kill(pid, signal.SIGSTOP)  # a stalled encoder: its ring fills, the rest spills
+            try:
+                _record(rec, {"left": cams["left"]}, 0, 40)
+                wait_for(lambda: any(rec.spill_dir.glob("*.spill")), what="a spill file")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            video = rec.end_episode()["left"]
+            assert not any(rec.spill_dir.glob("*")), "the drained spill file is still there"
+        _assert_video(video.path, cams["left"], 40)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["videos"]
+    assert mine.is_dir() and not any(mine.iterdir())
+
+
 def test_close_ends_processes_and_segments_even_when_the_body_raises(tmp_path, cams):
     before = {e for e in os.listdir("/dev/shm") if "streamenc" in e}
     with pytest.raises(RuntimeError, match="robot fell over"):
