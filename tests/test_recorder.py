@@ -353,10 +353,16 @@ def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
 
 
 @pytest.mark.slow
-def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(tmp_path, cams, capfd, monkeypatch):
+@pytest.mark.parametrize("tty", [True, False])
+def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(
+    tmp_path, cams, capfd, monkeypatch, caplog, tty
+):
     """The bar appears when end_episode waits more than a second. Its total is the frames
     still waiting for their encoders at that moment, not the episode's length, so it
-    ends at 100%."""
+    ends at 100%. When stderr is no terminal (a log file) there is no bar, as tqdm has it,
+    and one line is logged when the wait is over."""
+    if tty:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     cam = cams["left"]
     with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, slots=64) as rec:
         rec.start_episode()
@@ -376,10 +382,15 @@ def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percen
 
             monkeypatch.setattr(videos, "Countdown", Resuming)
             capfd.readouterr()
-            video = rec.end_episode()["left"]
+            with caplog.at_level("INFO", logger="streamenc"):
+                video = rec.end_episode()["left"]
         finally:
             os.kill(pid, signal.SIGCONT)
     err = capfd.readouterr().err
-    assert "streamenc: encoding backlog: 100%" in err, err[-500:]
-    assert "40/40" in err and "/140" not in err, err[-500:]
+    if tty:
+        assert "streamenc: encoding backlog: 100%" in err, err[-500:]
+        assert "40/40" in err and "/140" not in err, err[-500:]
+    else:
+        assert "\r" not in err and "encoding backlog" not in err, err[-500:]
+        assert any(r.getMessage().startswith("streamenc: encoding backlog: 40 frames in") for r in caplog.records)
     _assert_video(video.path, cam, 140)
