@@ -20,7 +20,7 @@ from streamenc import liveness, segments
 # A recorder beside the suite: a process in a session of its own, no descendant of the
 # test (its parent exits at once), that makes a ring and keeps it.
 INNER = textwrap.dedent(
-    '''
+    """
     import os, subprocess, sys, time
     from pathlib import Path
 
@@ -68,7 +68,7 @@ INNER = textwrap.dedent(
         out = subprocess.run([sys.executable, "-c", DIE], capture_output=True, text=True, timeout=60)
         assert out.returncode == -9
         (OUT / "child").write_text(out.stdout.strip())
-    '''
+    """
 )
 
 

@@ -491,7 +491,8 @@ def test_an_install_that_fails_leaves_the_dataset_as_lerobot_made_it(tmp_path, m
         sl.install(ds)
     assert sl.encoder_of(ds) is theirs and not closed
     assert {n: getattr(holder, n, None) for n in configs} == configs
-    for obj, name in ((ds, "add_frame"), (ds, "save_episode"), (ds, "start_image_writer"), (holder, "start_image_writer")):
+    replaced = [(ds, "add_frame"), (ds, "save_episode"), (ds, "start_image_writer"), (holder, "start_image_writer")]
+    for obj, name in replaced:
         assert name not in vars(obj), f"{name} is still replaced"
     assert not [c for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
     assert not _our_rings()
