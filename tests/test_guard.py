@@ -1,6 +1,7 @@
 """The suite's own leak guard (conftest.py), run on small test files in a pytest of its
 own: it fails a test for the rings the test's processes leave, live or dead, and leaves
-another program's live ring alone, neither counted nor removed."""
+another program's live ring alone, neither counted nor removed. And the helper that finds
+encoder processes counts this run's only."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import textwrap
 from pathlib import Path
 
 import psutil
-from helpers import wait_for
+from helpers import encoder_pids, wait_for
 
 from streamenc import liveness, segments
+from streamenc.encoder import BOOT
 
 # A recorder beside the suite: a process in a session of its own, no descendant of the
 # test (its parent exits at once), that makes a ring and keeps it.
@@ -109,3 +111,18 @@ def test_the_leak_guard_judges_only_the_rings_of_the_tests_own_processes(tmp_pat
         os.kill(int(pid), signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie")
         segments.unlink(name)
+
+
+def test_encoders_of_a_recorder_beside_the_suite_are_not_this_runs():
+    """What encoder_pids() finds by command line: an encoder in this session (a child, or an
+    orphan of a recorder the test killed) counts; one in another session does not."""
+    idle = [sys.executable, "-c", "import time; time.sleep(60)", BOOT]  # an encoder's command line
+    ours = subprocess.Popen(idle)
+    other = subprocess.Popen(idle, start_new_session=True)
+    try:
+        found = encoder_pids()
+        assert ours.pid in found and other.pid not in found
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()
