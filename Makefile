@@ -30,7 +30,7 @@ find_python = x=$$(echo $$v | cut -d. -f1,2); \
 	{ echo "make: Python $$v is not installed: pyenv install $$v, or put python$$x on PATH," \
 		"or choose others with WHEEL_PYTHONS=" >&2; exit 1; }
 
-.PHONY: bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed installed-tests wheels test-wheels bench bench-lerobot bench-loop bench-overload bench-crash lint clean
+.PHONY: bench-content bench-lerobot06 bench-depth bench-chunks venv lerobot lerobot06 check-ffmpeg demo test test-fast test-dev test-lerobot06 dist test-installed installed-tests wheels test-wheels bench bench-lerobot bench-loop bench-overload bench-crash lint clean
 
 venv: $(STAMP) $(EXT)
 
@@ -188,6 +188,14 @@ bench-crash: venv $(LEROBOT) $(LEROBOT06) check-ffmpeg
 	$(BIN)/python bench/crash_bench.py --merge $(OUT)/crash/lerobot-0.4.4.json $(OUT)/crash/lerobot-0.6.1.json \
 		> $(OUT)/crash/report.md
 	cat $(OUT)/crash/report.md
+
+# CPU against LeRobot's PNG path on two kinds of frames, the synthetic gradients and a
+# rendered tabletop with a moving arm: 2 cameras at 480p, 2 x 10 s, through LeRobot
+# (lerobot 0.4.4), then the same with streamenc's own record loop (~10 min).
+bench-content: venv $(LEROBOT)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/lerobot_bench.py --cameras 2 --content synthetic scene \
+		--pipelines png streamenc --out $(OUT)/content
+	for c in synthetic scene; do $(BIN)/python bench/record_bench.py --content $$c --json $(OUT)/content/record-$$c.jsonl; done
 
 # The same LeRobot benchmark through lerobot 0.6.1 on Python 3.12.
 bench-lerobot06: $(LEROBOT06)

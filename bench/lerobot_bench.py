@@ -13,7 +13,12 @@ Each pipeline runs in its own process, paced at the camera fps; CPU is that proc
 and every child's it reaped, from dataset creation to finalize(); memory is its process
 tree, sampled from outside; frames are decoded back the way LeRobot locates them.
 
-    python bench/lerobot_bench.py [--cameras 2 4] [--seconds 10] [--episodes 2] [--out DIR]
+``--content synthetic scene`` runs every configuration on both kinds of frames: the
+smooth synthetic gradients and a rendered tabletop with a moving arm
+(``streamenc.synthetic.SceneCamera``), each against the png run on the same frames.
+
+    python bench/lerobot_bench.py [--cameras 2 4] [--seconds 10] [--episodes 2]
+                                  [--content synthetic scene] [--pipelines png streamenc] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,15 +39,15 @@ CPU_X_PNG = 0.6
 
 def table(lines: list[dict]) -> str:
     rows = [
-        "| cameras | path | add_frame p50 / p99 / max (ms) | copy floor p50 / p99 (ms) | missed deadlines | "
+        "| frames | cameras | path | add_frame p50 / p99 / max (ms) | copy floor p50 / p99 (ms) | missed deadlines | "
         "save_episode (s) | CPU s (× png) | peak RSS (MiB) | frames read back |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in lines:
-        base = _by(lines, r["cameras"])["png"]
+        base = _by(lines, r["content"], r["cameras"])["png"]
         saves = " / ".join(f"{s:.2f}" for s in r["end_s"])
         rows.append(
-            f"| {r['cameras']} | {r['pipeline']} | {r['add_p50_ms']:.3f} / {r['add_p99_ms']:.3f} / "
+            f"| {r['content']} | {r['cameras']} | {r['pipeline']} | {r['add_p50_ms']:.3f} / {r['add_p99_ms']:.3f} / "
             f"{r['add_max_ms']:.1f} | {r['copy_p50_ms']:.3f} / {r['copy_p99_ms']:.3f} | {r['missed']} | "
             f"{saves} | {r['cpu_s']:.0f} ({r['cpu_s'] / base['cpu_s']:.2f}) "
             f"| {r['peak_rss_mib']:.0f} | {r['back']}/{r['sent']} |"
@@ -50,15 +55,15 @@ def table(lines: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def _by(lines: list[dict], cameras: int) -> dict[str, dict]:
-    return {r["pipeline"]: r for r in lines if r["cameras"] == cameras}
+def _by(lines: list[dict], content: str, cameras: int) -> dict[str, dict]:
+    return {r["pipeline"]: r for r in lines if r["cameras"] == cameras and r["content"] == content}
 
 
 def verdicts(lines: list[dict]) -> list[str]:
     """streamenc against the targets, as ratios to the same run's LeRobot paths."""
     out = []
-    for cams in sorted({r["cameras"] for r in lines}):
-        by = _by(lines, cams)
+    for content, cams in sorted({(r["content"], r["cameras"]) for r in lines}):
+        by = _by(lines, content, cams)
         se, png = by["streamenc"], by["png"]
         save = float(np.mean(se["end_s"]))
         faster = float(np.mean(png["end_s"])) / save
@@ -77,7 +82,8 @@ def verdicts(lines: list[dict]) -> list[str]:
         if "stream" in by:
             vs_stream = float(np.mean(by["stream"]["end_s"])) / save
             checks.append((f"{vs_stream:.1f}x faster than stream", vs_stream > 1))
-        out.append(f"{cams} cameras: " + "; ".join(f"{text} ({'met' if ok else 'MISSED'})" for text, ok in checks))
+        said = "; ".join(f"{text} ({'met' if ok else 'MISSED'})" for text, ok in checks)
+        out.append(f"{content}, {cams} cameras: {said}")
     return out
 
 
@@ -86,9 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cameras", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--content", nargs="+", choices=runs.CONTENTS, default=["synthetic"])
+    ap.add_argument("--pipelines", nargs="+", choices=runs.PIPELINES, default=list(runs.PIPELINES))
     ap.add_argument("--out", type=Path, default=Path("bench/out/lerobot"))
     args = ap.parse_args(argv)
-    todo = runs.plan(cameras=args.cameras, seconds=args.seconds, episodes=args.episodes)
+    if "png" not in args.pipelines:
+        raise SystemExit("--pipelines must include png: every figure is a ratio to it")
+    todo = runs.plan(
+        pipelines=args.pipelines,
+        cameras=args.cameras,
+        contents=args.content,
+        seconds=args.seconds,
+        episodes=args.episodes,
+    )
     if not pipelines.uses_lerobot(todo[0]):
         raise SystemExit("no supported lerobot here (make lerobot installs 0.4.4, make lerobot06 installs 0.6.1)")
     lines = harness.sweep(todo, args.out)

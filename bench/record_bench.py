@@ -6,7 +6,10 @@ followed by what LeRobot's save_episode does: read every PNG back and encode it 
 SVT-AV1 (g=2, crf=30, preset 12). Inside the same loop we also time a bare copy of
 the frames, the floor any hand-off pays on this machine at this moment.
 
-    python bench/record_bench.py [--cameras 2] [--seconds 10] [--episodes 2] [--json out.json]
+``--content scene`` records a rendered tabletop with a moving arm instead
+(``streamenc.synthetic.SceneCamera``): edges and texture, no sensor noise.
+
+    python bench/record_bench.py [--cameras 2] [--seconds 10] [--episodes 2] [--content scene] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from streamenc import EncoderConfig, Recorder
 from streamenc.codecs import codec_options
-from streamenc.synthetic import Pacer, SyntheticCamera
+from streamenc.synthetic import Pacer, SceneCamera, SyntheticCamera
 from streamenc.verify import check
 
 
@@ -139,19 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--episodes", type=int, default=2)
     ap.add_argument("--pipelines", default="png,streamenc")
+    ap.add_argument("--content", choices=["synthetic", "scene"], default="synthetic")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
-    cams = {f"cam{k}": SyntheticCamera(h, w, seed=k) for k in range(args.cameras)}
+    kind = SceneCamera if args.content == "scene" else SyntheticCamera
+    cams = {f"cam{k}": kind(h, w, seed=k) for k in range(args.cameras)}
     rows = []
     for pipeline in args.pipelines.split(","):
         root = Path(tempfile.mkdtemp(prefix=f"streamenc-bench-{pipeline}-"))
         try:
-            rows.append(run(pipeline, root, cams, args.fps, args.seconds, args.episodes))
+            rows.append({**run(pipeline, root, cams, args.fps, args.seconds, args.episodes), "content": args.content})
         finally:
             shutil.rmtree(root, ignore_errors=True)
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print(f"{args.cameras} cameras {args.size} @ {args.fps} fps, {args.episodes} x {args.seconds:g} s, paced\n")
+    print(
+        f"{args.cameras} {args.content} cameras {args.size} @ {args.fps} fps, {args.episodes} x {args.seconds:g} s, "
+        "paced\n"
+    )
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -240,6 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.pressure,
             args.load,
             args.reset,
+            args.content,
             **common,
         )
     except ValueError as e:
@@ -292,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=_positive(float), help="per episode (default 5)")
     p.add_argument("--episodes", type=_positive(int))
     p.add_argument("--video", help="take frames from this video file instead of synthetic ones")
+    p.add_argument(
+        "--content",
+        type=_list(str),
+        help="synthetic frames: synthetic (smooth gradients, the default), scene (a rendered tabletop with a "
+        "moving arm), or both: synthetic,scene",
+    )
     p.add_argument("--sched", choices=["other", "batch", "idle", "auto"], help="streamenc encoders' scheduling policy")
     p.add_argument("--nice", type=int, help="streamenc encoders' nice value, 0..19")
     p.add_argument("--cpus", type=_list(int), help="CPUs for streamenc's encoders, e.g. 1")

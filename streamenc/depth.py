@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError, FrameError
-from .stats import QUANTILES, downsample_factor
+from .stats import QUANTILES, downsample_factor, sample_count
 
 QMAX = 4095  # 12-bit codes
 MM_PER_M = 1000.0
@@ -214,7 +214,7 @@ class DepthStats:
             "max": np.array([hi]),
             "mean": np.array([mean]),
             "std": np.array([math.sqrt(max(var, 0.0))]),
-            "count": np.array([self.frames], np.int64),
+            "count": np.array([sample_count(self.frames)], np.int64),
         }
         for q in QUANTILES:
             out[f"q{int(q * 100):02d}"] = np.array([min(hi, max(lo, self._quantile(q, n)))])

@@ -11,6 +11,7 @@ apart.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -81,6 +82,7 @@ class Recorder:
             raise ConfigError("encoder is for RGB cameras; gray12le is a depth format (depth_encoder=)")
         self.overflow = overflow
         self.spill_dir = Path(spill_dir) if spill_dir else self.root / ".spill"
+        self._spill_dir_was_there = self.spill_dir.is_dir()  # else it is ours: removed at close when empty
         self._episode: int | None = None
         self._sealed = False  # seal_episode() called: the backend is finishing it
         self._videos: dict[str, Path] = {}
@@ -251,8 +253,9 @@ class Recorder:
             raise StateError(f"episode {self._episode} is sealed: end_episode() or cancel_episode() it first")
 
     def close(self) -> None:
-        """Finalize an open episode, stop the encoder processes by pid and unlink the rings.
-        Safe to call twice."""
+        """Finalize an open episode, stop the encoder processes by pid and unlink the rings;
+        the spill folder goes too when the recorder made it and it is empty. Safe to call
+        twice."""
         if self._closed:
             return
         try:
@@ -265,6 +268,9 @@ class Recorder:
             self._closed = True
             atexit.unregister(self._at_exit)
             self._backend.close()
+            if not self._spill_dir_was_there:
+                with contextlib.suppress(OSError):  # not empty (a file kept for recovery), or gone
+                    self.spill_dir.rmdir()
 
     def _at_exit(self) -> None:
         """Ctrl-C or a plain exit with an episode open: finalize it rather than lose it."""

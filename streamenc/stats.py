@@ -1,8 +1,8 @@
 """Per-episode image statistics in LeRobot's format, computed in the encoder process.
 
 LeRobot's compute_stats samples frames, downsamples them so the long side is about
-150 px, and reports per-channel min, max, mean, std, count and quantiles, scaled to
-[0, 1] with shape (3, 1, 1). For uint8 frames an exact 256-bin histogram per channel
+150 px, and reports per-channel min, max, mean, std, count (how many frames it sampled)
+and quantiles, scaled to [0, 1] with shape (3, 1, 1). For uint8 frames an exact 256-bin histogram per channel
 gives all of these without keeping any frame, so we update one per frame.
 """
 
@@ -19,6 +19,15 @@ def downsample_factor(height: int, width: int, target: int = 150, threshold: int
     if max(height, width) < threshold:
         return 1
     return int(width / target) if width > height else int(height / target)
+
+
+def sample_count(frames: int) -> int:
+    """The ``count`` LeRobot's PNG path gives an episode of ``frames`` frames: how many it
+    samples (compute_stats.estimate_num_samples: all of them up to 100, then n**0.75,
+    at most 10000). LeRobot weighs each episode by it when it aggregates stats, so an
+    episode recorded here weighs what the same episode recorded by LeRobot does (a
+    resumed dataset holds both). The stats themselves are of every frame."""
+    return max(min(frames, 100), min(int(frames**0.75), 10_000))
 
 
 class EpisodeStats:
@@ -54,7 +63,7 @@ class EpisodeStats:
             "max": (255 - nonzero[:, ::-1].argmax(axis=1)).astype(np.float64),
             "mean": mean,
             "std": np.sqrt(np.maximum(var, 0.0)),
-            "count": np.array([self.frames], np.int64),
+            "count": np.array([sample_count(self.frames)], np.int64),
         }
         for q in QUANTILES:
             out[f"q{int(q * 100):02d}"] = self._quantile(q)

@@ -80,14 +80,16 @@ def advice(config: EncoderConfig, health: CameraHealth) -> str:
 
 
 class Countdown:
-    """A progress bar over the frames waiting for their encoders when it appears."""
+    """A progress bar over the frames waiting for their encoders when it appears. As tqdm
+    has it (``disable=None``), none when stderr is no terminal: a log file gets one line
+    when the wait is over instead of a carriage-return update per refresh."""
 
     def __init__(self, what: str, cams: list[CameraPipeline]) -> None:
         from tqdm import tqdm
 
-        self.cams = cams
+        self.cams, self.what, self.t0 = cams, what, time.monotonic()
         self.total = max(1, self.left())
-        self.bar = tqdm(total=self.total, desc=f"streamenc: {what}", unit="frame")
+        self.bar = tqdm(total=self.total, desc=f"streamenc: {what}", unit="frame", disable=None)
 
     def left(self) -> int:
         return sum(c.backlog for c in self.cams if c.failed is None)
@@ -100,6 +102,8 @@ class Countdown:
         if done:
             self.bar.update(self.total - self.bar.n)
         self.bar.close()
+        if done and self.bar.disable:
+            log.info("streamenc: %s: %d frames in %.1f s", self.what, self.total, time.monotonic() - self.t0)
 
 
 class VideoBackend:

@@ -15,16 +15,23 @@ CRASH_SEED = int(os.environ.get("STREAMENC_CRASH_SEED") or random.SystemRandom()
 
 
 def encoder_pids() -> set[int]:
-    """Live streamenc encoder processes, anywhere (an orphan is no child of ours), found by
-    their command line, which ``streamenc.encoder`` builds."""
+    """Live streamenc encoder processes of this test run, found by their command line, which
+    ``streamenc.encoder`` builds, in this process's session: an orphan is no child of ours
+    but keeps its recorder's session, and a recorder running beside the suite (another
+    program, another test run) is in a session of its own, so its encoders do not count."""
     import psutil
 
     from streamenc.encoder import BOOT
 
     out = set()
+    session = os.getsid(0)
     for p in psutil.process_iter(["cmdline", "status"]):
         if p.info["status"] != psutil.STATUS_ZOMBIE and BOOT in (p.info["cmdline"] or []):
-            out.add(p.pid)
+            try:
+                if os.getsid(p.pid) == session:
+                    out.add(p.pid)
+            except OSError:  # gone meanwhile
+                continue
     return out
 
 

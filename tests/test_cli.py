@@ -60,6 +60,7 @@ def test_record_synthetic_with_a_depth_camera_checks_its_codes(tmp_path):
         (["record", "--synthetic", "--codec", "h265"], "vcodec 'h265' is not one of"),
         (["bench", "--pipelines", "png,gst"], "unknown pipelines ['gst']"),
         (["bench", "--sizes", "4k"], "unknown size '4k'"),
+        (["bench", "--content", "scene,photo"], "unknown content 'photo'"),
         (["bench", "--cameras", "two"], "not a comma-separated list of int"),
         (["bench", "--video", "/nonexistent.mp4"], "no such file"),
     ],

@@ -110,6 +110,38 @@ def test_plan_is_the_product_of_the_axes_given():
     assert len(default) == 3 * len(configs)
 
 
+def test_content_is_an_axis_and_a_scene_has_a_renderers_edges_and_texture_without_noise():
+    todo = runs.plan(contents=["synthetic", "scene"], pipelines=["png", "streamenc"], seconds=3)
+    assert [(r.config, r.pipeline) for r in todo] == [
+        ("2x480p libsvtav1", "png"),
+        ("2x480p libsvtav1", "streamenc"),
+        ("2x480p libsvtav1 scene", "png"),
+        ("2x480p libsvtav1 scene", "streamenc"),
+    ]
+    with pytest.raises(ValueError, match="unknown content 'photo'"):
+        runs.plan(contents=["photo"])
+    import numpy as np
+
+    from streamenc.synthetic import read_index
+
+    a, b = (pipelines.Source(runs.Run("png", size="240p", content="scene"), i) for i in (0, 1))
+    smooth = pipelines.Source(runs.Run("png", size="240p"), 0)
+    first, later = a.frame(3).copy(), a.frame(10).copy()
+    assert first.shape == (240, 320, 3) and read_index(first) == 3 and read_index(later) == 10
+    assert not np.array_equal(first[40:], later[40:]) and not np.array_equal(first, b.frame(3))  # it moves
+
+    def structure(img):  # below the stamp, in 4 px blocks: edges and texture, not pixel noise
+        g = img[40:232].astype(np.float64).reshape(48, 4, 80, 4, 3).mean(axis=(1, 3))
+        return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+
+    def noise(img):  # what no neighbour predicts
+        g = img[40:232].astype(np.float64)
+        return float(np.abs(g[:, 1:-1] - (g[:, :-2] + g[:, 2:]) / 2).mean())
+
+    synthetic = smooth.frame(3).copy()
+    assert structure(first) > 1.2 * structure(synthetic) and noise(first) < noise(synthetic) / 2
+
+
 def test_scheduling_settings_name_the_configuration_and_reach_the_encoders():
     run = runs.Run("streamenc", sched="batch", nice=5, cpus=(0,))
     assert run.config == "2x480p libsvtav1 sched batch nice 5 cpus 0"

@@ -32,6 +32,7 @@ from PIL import Image
 import streamenc.lerobot as sl
 from streamenc import ConfigError, FrameError, Recorder, chunks
 from streamenc.codecs import AUTO_ORDER
+from streamenc.segments import PREFIX, SHM_DIR, owner
 from streamenc.stats import downsample_factor
 from streamenc.synthetic import SyntheticCamera, SyntheticDepth, read_index
 
@@ -276,6 +277,39 @@ def test_episode_stats_match_lerobot_compute_stats(tmp_path):
     assert meta.stats[KEYS[0]]["mean"].shape == (3, 1, 1)
 
 
+def test_stats_count_is_what_lerobots_png_path_counts(tmp_path):
+    """``count`` weighs an episode when LeRobot aggregates stats (a resumed dataset holds
+    episodes of both): it is the number of frames LeRobot's PNG path samples, 100 for a
+    120-frame episode, not the frames (the stats themselves are of every frame)."""
+    from streamenc.depth import DepthStats
+    from streamenc.stats import EpisodeStats, sample_count
+
+    for n in [*range(2, 400), 1000, 2000, 5000, 10_000, 20_000, 100_000, 10**6, 10**7]:
+        assert sample_count(n) == len(lerobot_stats.sample_indices(n)), n
+    for n in (90, 120, 700):
+        rgb, depth = EpisodeStats(4, 4), DepthStats(4, 4, "uint16")
+        for i in range(n):
+            rgb.update(np.full((4, 4, 3), i % 256, np.uint8))
+            depth.update(np.full((4, 4), i, np.uint16))
+        assert rgb.raw()["count"].tolist() == [len(lerobot_stats.sample_indices(n))]
+        assert depth.raw()["count"].tolist() == [len(lerobot_stats.sample_indices(n))]
+
+    feats = {k: v for k, v in _features().items() if k != KEYS[1]}
+    cams = {KEYS[0]: _cameras()[KEYS[0]]}
+    counts = {}
+    for path in ("ours", "png"):
+        ds = _create(tmp_path / path, feats)
+        if path == "ours":
+            sl.install(ds)
+        for ep in range(2):
+            _record(ds, cams, ep, 120, lerobot_pngs=path == "png")
+        ds.finalize()
+        rows = _episode_rows(tmp_path / path)
+        stats = LeRobotDatasetMetadata(REPO, root=tmp_path / path).stats[KEYS[0]]
+        counts[path] = ([r[f"stats/{KEYS[0]}/count"] for r in rows], stats["count"].tolist())
+    assert counts["ours"] == counts["png"] == ([[100], [100]], [200])
+
+
 def test_clear_episode_buffer_midway_leaves_nothing_and_next_episode_is_right(tmp_path):
     root = tmp_path / "ds"
     ds = sl.install(_create(root))
@@ -430,6 +464,51 @@ def test_install_rejects_what_it_cannot_record(tmp_path):
         sl.install(ds, crf_typo=3)
 
 
+def _our_rings() -> list[str]:
+    """The rings in /dev/shm this process produces."""
+    return [e for e in os.listdir(SHM_DIR) if e.startswith(PREFIX) and (owner(e) or (0,))[0] == os.getpid()]
+
+
+@pytest.mark.parametrize("path", ["png", "stream"])
+@pytest.mark.parametrize("step", ["write_back", "wrap_save_episode", "without_image_writer"])
+def test_an_install_that_fails_leaves_the_dataset_as_lerobot_made_it(tmp_path, monkeypatch, path, step):
+    """A step after the encoder is made raises: install() raises that, with nothing of
+    streamenc left (no encoder process, no ring, no hook), LeRobot's encoder and settings
+    back at the hook, not closed, and the dataset records on LeRobot's own path."""
+    root = tmp_path / "ds"
+    ds = _create(root, vcodec="libsvtav1", streaming_encoding=path == "stream")
+    holder = _owner(ds)
+    theirs = sl.encoder_of(ds)
+    assert (theirs is None) == (path == "png")
+    configs = {n: getattr(holder, n, None) for n in ("_rgb_encoder", "_depth_encoder")}
+    closed = []
+    if theirs is not None:
+        monkeypatch.setattr(theirs, "close", lambda: closed.append(True))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"{step} failed")
+
+    if step == "write_back":
+        monkeypatch.setattr(sl.Seams, step, boom)
+    else:
+        monkeypatch.setattr(sl.installer.hooks, step, boom)
+    with pytest.raises(RuntimeError, match=f"{step} failed"):
+        sl.install(ds)
+    assert sl.encoder_of(ds) is theirs and not closed
+    assert {n: getattr(holder, n, None) for n in configs} == configs
+    replaced = [(ds, "add_frame"), (ds, "save_episode"), (ds, "start_image_writer"), (holder, "start_image_writer")]
+    for obj, name in replaced:
+        assert name not in vars(obj), f"{name} is still replaced"
+    assert not [c for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+    assert not _our_rings()
+    assert not (root / sl.WORK_DIR).exists()
+    monkeypatch.undo()
+    cams = _cameras()
+    _record(ds, cams, 0, 12, lerobot_pngs=True)
+    ds.finalize()
+    _check_dataset(root, cams, [12])
+
+
 def test_lerobot_auto_choice_of_an_unusable_nvenc_falls_back_to_the_probe(tmp_path, caplog):
     ds = _create(tmp_path / "ds", vcodec="auto")
     assert sl.Seams(ds).vcodec == "h264_nvenc"  # lerobot's auto, 0.4.4 and 0.6.1 alike: listed is enough
@@ -476,15 +555,48 @@ def test_lerobot_record_entry_point_records_and_resumes(tmp_path):
     _check_dataset(root, _cameras(), lengths, any_start=True)
 
 
+# Says on stdout when lerobot is first imported, then runs streamenc-lerobot-record.
+HELP_BOOT = """
+import sys
+class Marker:
+    def find_spec(self, name, path=None, target=None):
+        if name == "lerobot":
+            print("<<lerobot imported>>", flush=True)
+            sys.meta_path.remove(self)
+sys.meta_path.insert(0, Marker())
+from streamenc.lerobot import main
+main()
+"""
+
+
+def test_lerobot_record_help_leads_with_what_streamenc_changes_before_lerobot_is_imported():
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_BOOT, "--help"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert text.startswith("streamenc-lerobot-record: lerobot-record with streamenc"), text[:500]
+    ours, marker = text.index("streamenc-lerobot-record:"), text.index("<<lerobot imported>>")
+    section = text[ours:marker]
+    for words in ("shared-memory ring", "no PNGs", "--dataset.streaming_encoding has no effect", "docs/lerobot.md"):
+        assert words in " ".join(section.split()), words
+    assert "--dataset.repo_id" in text[marker:]  # then LeRobot's own help, every flag
+
+
 def test_the_contract_lerobots_own_encoder_tests_check(tmp_path):
     """From LeRobot's tests of its StreamingVideoEncoder: feed or finish before start raise
-    RuntimeError; close() is idempotent; cancel_episode() leaves no temporary files."""
+    RuntimeError with LeRobot's words ("No active episode"); close() is idempotent;
+    cancel_episode() leaves no temporary files."""
     root = tmp_path / "ds"
     ds = sl.install(_create(root))
     enc = sl.encoder_of(ds)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="No active episode"):
         enc.feed_frame(KEYS[0], np.zeros((H, W, 3), np.uint8))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="No active episode"):
         enc.finish_episode()
     before = set(root.rglob("*"))
     enc.start_episode(video_keys=list(KEYS), temp_dir=root)
@@ -582,14 +694,14 @@ def _record_depth(ds, rgb, depth, episodes=((0, 30), (1, 20)), tensors: bool = F
     for ep, n in episodes:
         for i in range(n):
             d = depth.frame(i)[..., None]
-            ds.add_frame(
-                {
-                    KEYS[0]: rgb.frame(i),
-                    DEPTH: torch.from_numpy(d.copy()) if tensors and i % 3 == 0 else d,  # as robots hand them over
-                    "observation.state": np.array([ep, i], np.float32),
-                    "task": "pick",
-                }
-            )
+            frame = {
+                DEPTH: torch.from_numpy(d.copy()) if tensors and i % 3 == 0 else d,  # as robots hand them over
+                "observation.state": np.array([ep, i], np.float32),
+                "task": "pick",
+            }
+            if rgb is not None:
+                frame[KEYS[0]] = rgb.frame(i)
+            ds.add_frame(frame)
         ds.save_episode()
     ds.finalize()
 
@@ -679,6 +791,30 @@ def test_depth_records_as_lerobot_does_float32_then_resumes(tmp_path, caplog):
     for i, got in enumerate(frames[50:]):
         codes = quantize_depth(depth.expected(i), video_backend=None)  # as the decoder hands them over:
         assert torch_equal(got, dequantize_depth(torch.from_numpy(codes)[None]))  # (1, H, W) uint16 tensor
+
+
+@pytest.mark.skipif(not RGB_CONFIG, reason="depth features arrived in lerobot 0.6.0")
+def test_a_dataset_whose_only_video_is_depth_records_as_lerobot_does(tmp_path):
+    """No RGB camera: the recorder's codec is the depth codec, which must not be taken for
+    the RGB one (LeRobot's RGB preset, 12, is no x265 preset). LeRobot's RGB settings are
+    left as it made them, and the depth feature reads back as LeRobot's PNG path gives it."""
+    depth = SyntheticDepth(H, W, "uint16", seed=2)
+    feats = {k: v for k, v in _depth_features().items() if k != KEYS[0]}
+    ds = sl.install(_create(tmp_path / "ours", feats))
+    assert isinstance(sl.encoder_of(ds), sl.StreamencVideoEncoder)
+    png = _create(tmp_path / "png", feats)
+    assert _owner(ds)._rgb_encoder == _owner(png)._rgb_encoder  # unused, and untouched
+    _record_depth(ds, None, depth)
+    _record_depth(png, None, depth)
+    ours, theirs = _depth_outcome(tmp_path / "ours"), _depth_outcome(tmp_path / "png")
+    assert ours[0]["info"].pop("video.preset") == "ultrafast"
+    assert theirs[0]["info"].pop("video.preset") is None
+    assert ours[0] == theirs[0]
+    assert len(ours[2]) == len(theirs[2]) == 50
+    for a, b in zip(ours[2], theirs[2], strict=True):
+        assert a.shape == (1, H, W) and torch_equal(a, b)
+    for a, b in zip(ours[1], theirs[1], strict=True):
+        _assert_same_depth_stats(a, b)
 
 
 def torch_equal(a, b) -> bool:

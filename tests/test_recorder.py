@@ -257,6 +257,28 @@ def test_a_command_the_encoder_does_not_expect_is_an_error_the_user_sees(tmp_pat
                 time.sleep(1 / FPS)
 
 
+def test_a_spill_leaves_no_empty_spill_folder_behind(tmp_path, cams):
+    """Frames that waited on disk go into the video and their file is deleted; the folder
+    the recorder made for them goes at close. A folder that was there before stays."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for root, spill_dir in ((tmp_path / "a", None), (tmp_path / "b", mine)):
+        with Recorder(root, fps=FPS, cameras={"left": (H, W)}, slots=16, spill_dir=spill_dir) as rec:
+            rec.start_episode()
+            pid = rec.health()["left"].pid
+            os.kill(pid, signal.SIGSTOP)  # a stalled encoder: its ring fills, the rest spills
+            try:
+                _record(rec, {"left": cams["left"]}, 0, 40)
+                wait_for(lambda: any(rec.spill_dir.glob("*.spill")), what="a spill file")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            video = rec.end_episode()["left"]
+            assert not any(rec.spill_dir.glob("*")), "the drained spill file is still there"
+        _assert_video(video.path, cams["left"], 40)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["videos"]
+    assert mine.is_dir() and not any(mine.iterdir())
+
+
 def test_close_ends_processes_and_segments_even_when_the_body_raises(tmp_path, cams):
     before = {e for e in os.listdir("/dev/shm") if "streamenc" in e}
     with pytest.raises(RuntimeError, match="robot fell over"):
@@ -331,10 +353,16 @@ def test_ctrl_c_finalizes_the_open_episode(tmp_path, style):
 
 
 @pytest.mark.slow
-def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(tmp_path, cams, capfd, monkeypatch):
+@pytest.mark.parametrize("tty", [True, False])
+def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percent(
+    tmp_path, cams, capfd, monkeypatch, caplog, tty
+):
     """The bar appears when end_episode waits more than a second. Its total is the frames
     still waiting for their encoders at that moment, not the episode's length, so it
-    ends at 100%."""
+    ends at 100%. When stderr is no terminal (a log file) there is no bar, as tqdm has it,
+    and one line is logged when the wait is over."""
+    if tty:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     cam = cams["left"]
     with Recorder(tmp_path, fps=FPS, cameras={"left": (H, W)}, slots=64) as rec:
         rec.start_episode()
@@ -354,10 +382,15 @@ def test_end_episode_progress_counts_the_frames_still_waiting_down_to_100_percen
 
             monkeypatch.setattr(videos, "Countdown", Resuming)
             capfd.readouterr()
-            video = rec.end_episode()["left"]
+            with caplog.at_level("INFO", logger="streamenc"):
+                video = rec.end_episode()["left"]
         finally:
             os.kill(pid, signal.SIGCONT)
     err = capfd.readouterr().err
-    assert "streamenc: encoding backlog: 100%" in err, err[-500:]
-    assert "40/40" in err and "/140" not in err, err[-500:]
+    if tty:
+        assert "streamenc: encoding backlog: 100%" in err, err[-500:]
+        assert "40/40" in err and "/140" not in err, err[-500:]
+    else:
+        assert "\r" not in err and "encoding backlog" not in err, err[-500:]
+        assert any(r.getMessage().startswith("streamenc: encoding backlog: 40 frames in") for r in caplog.records)
     _assert_video(video.path, cam, 140)

@@ -30,8 +30,9 @@ PNG_THREADS_PER_CAMERA = 4  # lerobot-record's num_image_writer_threads_per_came
 
 
 class Source:
-    """Camera frames: synthetic (stamped, camera-like) or decoded from a video file,
-    resized to the run's size; a small pool per camera, reused in a loop."""
+    """Camera frames: synthetic (stamped; smooth gradients, or with ``content="scene"`` a
+    rendered tabletop with a moving arm) or decoded from a video file, resized to the
+    run's size; a small pool per camera, reused in a loop."""
 
     def __init__(self, run: Run, camera: int) -> None:
         h, w = SIZES[run.size]
@@ -49,9 +50,10 @@ class Source:
             self.pool = [np.roll(f, 17 * camera, axis=1) for f in pool]  # cameras differ
             self.frame = lambda i: self.pool[i % len(self.pool)]
         else:
-            from ..synthetic import SyntheticCamera
+            from ..synthetic import SceneCamera, SyntheticCamera
 
-            self.frame = SyntheticCamera(h, w, seed=camera).frame
+            kind = SceneCamera if run.content == "scene" else SyntheticCamera
+            self.frame = kind(h, w, seed=camera).frame
 
 
 # -- pipelines, in the recording (child) process ---------------------------------------------

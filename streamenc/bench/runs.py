@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PIPELINES = ("png", "stream", "streamenc")
+CONTENTS = ("synthetic", "scene")  # synthetic.SyntheticCamera, synthetic.SceneCamera
 SIZES = {"240p": (240, 320), "480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920)}
 
 
@@ -25,6 +26,7 @@ class Run:
     episodes: int = 1
     fps: int = 30
     video: str | None = None  # frames from this file instead of synthetic ones
+    content: str = "synthetic"  # or "scene": a rendered tabletop with a moving arm (CONTENTS)
     # streamenc's encoder scheduling (EncoderConfig sched / nice / cpus); None: the default
     sched: str | None = None
     nice: int | None = None
@@ -40,6 +42,8 @@ class Run:
     @property
     def config(self) -> str:
         out = f"{self.cameras}x{self.size} {self.codec}"
+        if self.content != "synthetic" and not self.video:
+            out += f" {self.content}"
         if self.sched:
             out += f" sched {self.sched}"
         if self.nice is not None:
@@ -95,19 +99,21 @@ def plan(
     pressures: list[float] | None = None,
     loads: list[str] | None = None,
     resets: list[float] | None = None,
+    contents: list[str] | None = None,
     **common: Any,
 ) -> list[Run]:
     """The runs of a sweep. Any axis given, or ``quick``: the product of the given axes,
     the others at 2 cameras, 480p, libsvtav1, no pressure (``quick``: 1 camera at 240p
     for 2 s). Otherwise the default sweep: cameras 1/2/4 at 480p, then 2 cameras at 720p
     and 1080p, with x264 (and NVENC where the probe opens it), and at 50% memory pressure.
-    ``loads`` (load()) and ``resets`` (seconds) are axes too."""
+    ``loads`` (load()), ``resets`` (seconds) and ``contents`` (CONTENTS) are axes too."""
     pipelines = pipelines or list(PIPELINES)
     if quick:
         common = {"seconds": 2.0, "episodes": 1, **common}
-    if quick or any(x is not None for x in (cameras, sizes, codecs, pressures, loads, resets)):
+    if quick or any(x is not None for x in (cameras, sizes, codecs, pressures, loads, resets, contents)):
         configs = [
-            {"cameras": c, "size": s, "codec": k, "pressure": p, **load(ld), "reset_s": r}
+            {"cameras": c, "size": s, "codec": k, "pressure": p, **load(ld), "reset_s": r, "content": m}
+            for m in contents or ["synthetic"]
             for c in cameras or [1 if quick else 2]
             for s in sizes or ["240p" if quick else "480p"]
             for k in codecs or ["libsvtav1"]
@@ -124,6 +130,8 @@ def plan(
         configs += [{"codec": k} for k in ("libx264", *nvenc)]
         configs += [{"pressure": 0.5}]
     for cfg in configs:
+        if cfg.get("content", "synthetic") not in CONTENTS:
+            raise ValueError(f"unknown content {cfg['content']!r}; known: {', '.join(CONTENTS)}")
         if cfg.get("size", "480p") not in SIZES:
             raise ValueError(f"unknown size {cfg['size']!r}; known: {', '.join(SIZES)}")
     return [Run(pipeline=p, **cfg, **common) for cfg in configs for p in pipelines]

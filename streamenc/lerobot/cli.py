@@ -3,7 +3,8 @@
 LeRobot's scripts open their dataset themselves, so these run the scripts' own entry
 points inside ``installing()``, which makes the module that opens the dataset return
 installed ones; everything else, flags included, is LeRobot's (console scripts
-``streamenc-lerobot-record`` and ``streamenc-lerobot-rollout``).
+``streamenc-lerobot-record`` and ``streamenc-lerobot-rollout``). ``--help`` prints what
+streamenc changes first, before LeRobot is imported, then the script's own help.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 from .installer import install, repair_if_needed
 from .seams import dataset_root, writable
-from .versions import check_version
+from .versions import UNTESTED_ENV, check_version
 
 
 @contextlib.contextmanager
@@ -58,6 +59,42 @@ def _repair(args: tuple, kwargs: dict) -> None:
         repair_if_needed(dataset_root(repo_id, kwargs.get("root", args[1] if len(args) > 1 else None)))
 
 
+HELP = """\
+{name}: {script} with streamenc recording the dataset's videos.
+
+What changes: each camera's frames go through a shared-memory ring to an encoder
+process of its own while you record, so there are no PNGs and save_episode waits only
+for the last few frames; episodes are appended to LeRobot's chunk files in place. The
+dataset, its files and every flag below are LeRobot's.
+  --dataset.streaming_encoding has no effect: streamenc replaces both of LeRobot's
+    encoding paths (nor has --dataset.encoder_queue_maxsize, its streaming encoder's).
+  The encoder flags are honoured: --dataset.vcodec (lerobot 0.4.x, 0.5.x) or
+    --dataset.rgb_encoder.* and --dataset.depth_encoder.* (0.6.x), and
+    --dataset.encoder_threads.
+
+streamenc's options: this command adds no flags. {untested}=1 tries a
+  lerobot outside 0.4.x to 0.6.x. The rest (overflow, the encoders' scheduling, the
+  depth dtype) are options of streamenc.lerobot.install() in your own record loop.
+  `streamenc probe` shows the encoders that work here and /dev/shm's size;
+  `streamenc clean` removes what a killed recording left in /dev/shm.
+
+After a crash (kill -9, a power cut): --resume=true repairs the dataset before LeRobot
+  opens it; every episode whose save returned is kept. By hand: `streamenc repair ROOT`.
+
+Docs: docs/lerobot.md in streamenc's source (what differs from LeRobot's own recording,
+  resume, depth), docs/tuning.md (a busy machine); `python -m pydoc streamenc.lerobot`.
+
+{script}'s own help follows.
+"""
+
+
+def _help_first(name: str, script: str, argv: list[str] | None) -> None:
+    """On --help, streamenc's part first, before LeRobot is imported (which takes a while)."""
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(HELP.format(name=name, script=script, untested=UNTESTED_ENV), flush=True)
+
+
 def _run(script_module: str, dataset_module: str, entry: str, argv: list[str] | None) -> Any:
     check_version()
     from lerobot.utils.import_utils import register_third_party_plugins
@@ -76,6 +113,7 @@ def record(argv: list[str] | None = None) -> Any:
     ``--dataset.streaming_encoding`` is ignored: streamenc replaces both of LeRobot's
     encoding paths.
     """
+    _help_first("streamenc-lerobot-record", "lerobot-record", argv)
     return _run("lerobot.scripts.lerobot_record", "lerobot.scripts.lerobot_record", "record", argv)
 
 
@@ -83,6 +121,7 @@ def rollout(argv: list[str] | None = None) -> Any:
     """``lerobot-rollout`` (lerobot 0.6.x) with streamenc installed on the dataset it records;
     same flags. Its sentry, highlight and DAgger modes force LeRobot's streaming encoding,
     which streamenc then stands in for."""
+    _help_first("streamenc-lerobot-rollout", "lerobot-rollout", argv)
     try:
         import lerobot.rollout.context  # noqa: F401
     except ImportError:

@@ -67,6 +67,12 @@ class StreamencVideoEncoder:
         return self.recorder.codec
 
     @property
+    def rgb_codec(self) -> str | None:
+        """The RGB cameras' encoder, or None for a dataset whose only video is depth (whose
+        ``codec`` is then the depth encoder's)."""
+        return self.codec if any(not cam.is_depth for cam in self.cameras.values()) else None
+
+    @property
     def depth(self) -> dict[str, Depth]:
         """The depth keys' settings, as the rings are made for them now."""
         return {key: cam.depth for key, cam in self.cameras.items() if cam.depth is not None}
@@ -156,7 +162,7 @@ class StreamencVideoEncoder:
 
     def feed_frame(self, video_key: str, image: Any) -> None:
         if not self.active or self.recorder is None:
-            raise StateError("no episode is active: LeRobot's add_frame starts one at frame 0")
+            raise StateError("No active episode: LeRobot's add_frame starts one at frame 0")
         if video_key not in self.keys:
             raise ConfigError(f"unknown video key {video_key!r}; installed {sorted(self.keys)}")
         self.recorder.add_camera_frame(self.keys[video_key], image)
@@ -172,7 +178,7 @@ class StreamencVideoEncoder:
         episode already joined), with stats in the raw form LeRobot wants: 0-255, shape (3,)
         for RGB; the frames' unit, shape (1,) for depth."""
         if not self.active or self.recorder is None:
-            raise StateError("no episode is active")
+            raise StateError("No active episode to finish")
         self._dirs = {}
         videos = self.recorder.end_episode()
         out = {}

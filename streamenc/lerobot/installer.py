@@ -70,28 +70,41 @@ def install(
             raise
         log.warning("streamenc: %s; LeRobot records PNGs itself (png_fallback=False makes this an error)", e)
         return dataset
-    seams.put(encoder)
-    seams.write_back(config, encoder.codec, depth)
+    # All or nothing: if a step fails, LeRobot's hook, settings and methods go back, its
+    # encoder still open, ours is closed and the session's journal removed. What cannot be
+    # undone (stopping the image writer, closing LeRobot's encoder) comes last.
+    restore = seams.saved()
     journal = None
-    if crash_safe:
-        rows = [k for k, ft in dataset.meta.features.items() if ft["dtype"] not in ("video", "image")]
-        journal = Journal.begin(
-            dataset.root,
-            dataset.meta.total_episodes,
-            buffer=lambda: seams.owner.episode_buffer,
-            keys=[k for k in rows if k not in _DEFAULT_FEATURES],
-        )
-    hooks.wrap_add_frame(dataset, encoder)
-    hooks.wrap_save_episode(dataset, encoder, journal)
-    if journal is not None:
-        hooks.wrap_finalize(dataset, journal)
+    try:
+        theirs = seams.put(encoder)
+        seams.write_back(config, encoder.rgb_codec, depth)
+        if crash_safe:
+            rows = [k for k, ft in dataset.meta.features.items() if ft["dtype"] not in ("video", "image")]
+            journal = Journal.begin(
+                dataset.root,
+                dataset.meta.total_episodes,
+                buffer=lambda: seams.owner.episode_buffer,
+                keys=[k for k in rows if k not in _DEFAULT_FEATURES],
+            )
+        hooks.wrap_add_frame(dataset, encoder)
+        hooks.wrap_save_episode(dataset, encoder, journal)
+        if journal is not None:
+            hooks.wrap_finalize(dataset, journal)
+        if not dataset.meta.image_keys:  # video frames no longer go through the image writer
+            hooks.without_image_writer(seams)
+        if theirs is not None:
+            theirs.close()
+    except BaseException:
+        restore()
+        encoder.close()
+        if journal is not None:
+            journal.end()
+        raise
     log.info(
         "streamenc: recording %d cameras with %s in encoder processes; no PNGs, no encode at save_episode",
         len(cameras),
         encoder.codec,
     )
-    if not dataset.meta.image_keys:  # video frames no longer go through the image writer
-        hooks.without_image_writer(seams)
     return dataset
 
 

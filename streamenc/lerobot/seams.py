@@ -8,6 +8,7 @@ moves it again this is the one module to change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from ..depth import Depth
 from ..errors import ConfigError
 from .settings import _TO_OURS, DEPTH_DTYPE, _fields_of, _replaced
 from .versions import TESTED
+
+_REPLACED = ("add_frame", "save_episode", "finalize", "start_image_writer")  # what the hooks replace (hooks.py)
+_NONE = object()
 
 
 class Seams:
@@ -58,13 +62,37 @@ class Seams:
     def encoder(self, value: Any) -> None:
         self.owner._streaming_encoder = value
 
-    def put(self, encoder: Any) -> None:
-        """Put ``encoder`` at the hook, closing the one it replaces (LeRobot's own, when the
-        dataset was made with ``streaming_encoding=True``)."""
+    def put(self, encoder: Any) -> Any:
+        """Put ``encoder`` at the hook; returns the one it replaces (LeRobot's own, when the
+        dataset was made with ``streaming_encoding=True``, else None), which the caller
+        closes once nothing can fail any more (``install``)."""
         old = self.encoder
-        if old is not None and old is not encoder:
-            old.close()
         self.encoder = encoder
+        return None if old is encoder else old
+
+    def saved(self) -> Callable[[], None]:
+        """A function that puts back what ``install`` changes here, as it is now: the encoder
+        at the hook, the encoder configs, and the methods the hooks replace on the dataset
+        and its writer (instance attributes, removed again where there were none)."""
+        configs = {n: getattr(self.owner, n) for n in ("_rgb_encoder", "_depth_encoder") if hasattr(self.owner, n)}
+        encoder = self.encoder
+        methods = [
+            (obj, name, vars(obj).get(name, _NONE))
+            for obj in {id(self.dataset): self.dataset, id(self.owner): self.owner}.values()
+            for name in _REPLACED
+        ]
+
+        def restore() -> None:
+            self.encoder = encoder
+            for name, value in configs.items():
+                setattr(self.owner, name, value)
+            for obj, name, value in methods:
+                if value is not _NONE:
+                    setattr(obj, name, value)
+                elif name in vars(obj):
+                    delattr(obj, name)
+
+        return restore
 
     def settings(self) -> dict[str, Any]:
         """LeRobot's settings as EncoderConfig fields (codec name not yet mapped)."""
@@ -120,10 +148,12 @@ class Seams:
         make = getattr(self.owner, "_create_episode_buffer", None) or self.owner.create_episode_buffer
         self.owner.episode_buffer = make()
 
-    def write_back(self, config: EncoderConfig, codec: str, depth: EncoderConfig | None = None) -> None:
+    def write_back(self, config: EncoderConfig, codec: str | None, depth: EncoderConfig | None = None) -> None:
         """Make the dataset's encoder configs say what streamenc really used: info.json's
-        ``video.*`` fields are written from them (0.6.x; older lines read the file itself)."""
-        if self.rgb is not None:
+        ``video.*`` fields are written from them (0.6.x; older lines read the file itself).
+        ``codec`` is the RGB cameras' encoder; None (no RGB camera) leaves LeRobot's RGB
+        config as it made it, since no feature is written with it."""
+        if self.rgb is not None and codec is not None:
             self.owner._rgb_encoder = _replaced(self.rgb, config, codec)
         if self.depth is not None and depth is not None:
             self.owner._depth_encoder = _replaced(self.depth, depth, "libx265")
