@@ -237,6 +237,68 @@ def trim(chunk: Path, keep_s: float) -> int:
     return cut
 
 
+def ordinary(path: Path) -> bool:
+    """Whether an MP4 is laid out as LeRobot's own files are: no fragments, one mdat of a
+    known size, no free space to speak of (a few kB: FFmpeg's own padding)."""
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        off, mdats = 0, 0
+        while off + 8 <= end:
+            f.seek(off)
+            size, kind = struct.unpack(">I4s", f.read(8))
+            if size == 1:
+                size = struct.unpack(">Q", f.read(8))[0]
+            if kind == b"moof" or (kind == b"mdat" and size == 0) or (kind == b"free" and size > ORDINARY_SLACK):
+                return False
+            if size < 8:
+                return False
+            mdats += kind == b"mdat"
+            off += size
+    return mdats == 1
+
+
+ORDINARY_SLACK = 1 << 14
+
+
+def finish(path: Path) -> bool:
+    """Rewrite a chunk file (appendable, or one episode as the encoder wrote it: fragmented)
+    as an ordinary MP4 like LeRobot's own: ftyp with FFmpeg's brands for the codec, the
+    index first, one bounded mdat, nothing else. The packets are copied, not re-encoded,
+    with their timestamps. Renamed over the file once synced, so a crash leaves one or the
+    other whole. Returns whether anything was rewritten (False: it was ordinary)."""
+    import av
+
+    path = Path(path)
+    if ordinary(path):
+        return False
+    tmp = path.with_name(path.name + ".finishing")
+    try:
+        with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+            s = src.streams.video[0]
+            out = dst.add_stream_from_template(template=s, opaque=True)
+            out.time_base = s.time_base
+            for p in src.demux(s):
+                if p.size:
+                    p.stream = out
+                    dst.mux(p)
+        with open(tmp, "rb+") as f:
+            sync(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def finish_all(directory: Path) -> list[Path]:
+    """``finish`` every MP4 under ``directory`` that is not ordinary; the ones rewritten."""
+    return [p for p in sorted(Path(directory).rglob("*.mp4")) if finish(p)]
+
+
 def sync(f) -> None:
     """Make what was written to ``f`` durable: every step of an append ends here (and a
     kill test stops an append here, at each step in turn)."""

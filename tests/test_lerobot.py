@@ -222,16 +222,42 @@ def test_three_episodes_two_cameras_read_back_through_lerobot(tmp_path, kind):
     lengths = [31, 45, 38]
     for ep, n in enumerate(lengths):
         _record(ds, cams, ep, n, kind)
+    for f in (root / "videos").rglob("*.mp4"):  # while recording, episodes are appended in place
+        assert chunks.frames(f) == sum(lengths)
     ds.finalize()
     _check_dataset(root, cams, lengths)
     assert sl.encoder_of(ds).recorder is None  # finalize() ended the encoder processes
-    for f in (root / "videos").rglob("*.mp4"):  # episodes were appended in place, not remuxed
-        assert chunks.frames(f) == sum(lengths)
+    for f in (root / "videos").rglob("*.mp4"):
+        _assert_ordinary_like_lerobots(f, sum(lengths))
+
+
+def _assert_ordinary_like_lerobots(path: Path, frames: int) -> None:
+    """An MP4 as LeRobot's own files are: ftyp (isom, iso2 and the codec's brand), the
+    index first, one mdat of a known size, no fragments, no slack beyond a few kB."""
+    data = path.read_bytes()
+    boxes, off = [], 0
+    while off < len(data):
+        size, kind = int.from_bytes(data[off : off + 4], "big"), data[off + 4 : off + 8]
+        assert size >= 8, (path, kind, size)  # (0: an open-ended mdat)
+        boxes.append((kind, size))
+        off += size
+    kinds = [k for k, _ in boxes]
+    assert kinds[:2] == [b"ftyp", b"moov"] and kinds.count(b"mdat") == 1 and b"moof" not in kinds, (path, kinds)
+    brands = data[16 : boxes[0][1]]
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(video=0) if p.size]
+        codec = c.streams.video[0].codec_context.name
+    assert b"isom" in brands and b"iso2" in brands, brands
+    codec_brand = {"libdav1d": b"av01", "av1": b"av01", "h264": b"avc1", "hevc": b"hvc1"}[codec]
+    assert codec_brand in brands, (codec, brands)
+    assert len(packets) == frames
+    slack = len(data) - sum(p.size for p in packets) - dict(boxes)[b"moov"]
+    assert slack < 16 << 10, (path, slack, kinds)
 
 
 def test_lerobots_own_video_tools_take_appended_chunk_files(tmp_path):
-    """concatenate_video_files (merging datasets) reads the appendable chunk files, and on
-    0.6.x so does delete_episodes, which cuts and re-encodes them."""
+    """concatenate_video_files (merging datasets) reads the chunk files finalize() leaves,
+    and on 0.6.x so does delete_episodes, which cuts and re-encodes them."""
     from lerobot.datasets.video_utils import concatenate_video_files
 
     root = tmp_path / "ds"
@@ -239,9 +265,9 @@ def test_lerobots_own_video_tools_take_appended_chunk_files(tmp_path):
     ds = sl.install(_create(root, vcodec="libsvtav1"))
     for ep, n in enumerate(lengths):
         _record(ds, cams, ep, n)
-    ds.finalize()
     files = sorted((root / "videos").rglob("*.mp4"))
-    assert all(chunks.frames(f) == sum(lengths) for f in files)
+    assert all(chunks.frames(f) == sum(lengths) for f in files)  # appended in place while recording
+    ds.finalize()
     out = tmp_path / "merged.mp4"
     concatenate_video_files(files, out)
     with av.open(str(out)) as c:
@@ -909,3 +935,24 @@ def _session_of(pid: int) -> int | None:
         return os.getsid(pid)
     except OSError:
         return None
+
+
+def test_a_one_episode_file_and_a_resumed_session_are_ordinary_mp4s_after_finalize(tmp_path):
+    """The file of a one-episode session (the encoder's fragmented MP4, moved into place)
+    and the files a resume starts are ordinary MP4s after finalize(), like LeRobot's."""
+    root = tmp_path / "ds"
+    cams = _cameras()
+    ds = sl.install(_create(root, vcodec="libsvtav1"))
+    _record(ds, cams, 0, 24)
+    ds.finalize()
+    for f in (root / "videos").rglob("*.mp4"):
+        _assert_ordinary_like_lerobots(f, 24)
+    again = sl.install(_resume(root))
+    _record(again, cams, 1, 17)
+    _record(again, cams, 2, 20)
+    again.finalize()
+    _check_dataset(root, cams, [24, 17, 20])
+    files = sorted((root / "videos").rglob("*.mp4"))
+    assert len(files) == 4, files  # a resume begins new files
+    for f in files:
+        _assert_ordinary_like_lerobots(f, 24 if f.name == "file-000.mp4" else 37)

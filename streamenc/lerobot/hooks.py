@@ -86,14 +86,25 @@ def _commit(dataset: Any, journal: Journal) -> None:
         raise WriteError(e.errno, f"{what}: {e}") from e
 
 
-def wrap_finalize(dataset: Any, journal: Journal) -> None:
-    """``dataset.finalize`` removes the session's journal once LeRobot's own files are
+def wrap_finalize(dataset: Any, journal: Journal | None) -> None:
+    """``dataset.finalize`` leaves every chunk file an ordinary MP4, as LeRobot's own are
+    (``chunks.finish``: the appendable layout's index slots and a one-episode file's
+    fragments go), then removes the session's journal once LeRobot's own files are
     complete (its parquet footers written, its metadata buffer flushed)."""
     lerobot_finalize = dataset.finalize
 
     def finalize(*args: Any, **kwargs: Any) -> Any:
         result = lerobot_finalize(*args, **kwargs)
-        journal.end()
+        try:
+            finished = chunks.finish_all(Path(dataset.root) / "videos")
+        except OSError as e:  # the dataset is whole, its files readable; the journal stays for a repair
+            if is_disk_full(e):
+                raise DiskFull(f"{dataset.root}/videos (the chunk files stay appendable: `streamenc repair`)", 0) from e
+            raise
+        if finished:
+            log.info("streamenc: %d chunk files made ordinary MP4s (index first, no fragments)", len(finished))
+        if journal is not None:
+            journal.end()
         return result
 
     finalize.__doc__ = lerobot_finalize.__doc__

@@ -88,8 +88,7 @@ def install(
             )
         hooks.wrap_add_frame(dataset, encoder)
         hooks.wrap_save_episode(dataset, encoder, journal)
-        if journal is not None:
-            hooks.wrap_finalize(dataset, journal)
+        hooks.wrap_finalize(dataset, journal)
         if not dataset.meta.image_keys:  # video frames no longer go through the image writer
             hooks.without_image_writer(seams)
         if theirs is not None:

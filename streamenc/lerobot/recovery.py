@@ -20,12 +20,14 @@ no footer). Nothing here imports LeRobot: pyarrow and PyAV read and write the fi
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,26 +88,35 @@ def repair(root: Path, *, dry_run: bool = False, keep_partial: bool = False) -> 
         rows = len(read_rows(rows_file(journal, report.episodes)))
         report.kept = f"episode {report.episodes}: would keep up to {rows} frames (its durable rows)" if rows else ""
     if not dry_run:
-        try:
+        with _room(root):
             _write(root, plan)
-        except OSError as e:
-            if is_disk_full(e):
-                raise WriteError(
-                    e.errno,
-                    f"the disk is full: {root} is not repaired yet, and nothing of it is lost; free some space "
-                    f"and run the repair again ({e})",
-                ) from e
-            raise
         videos = [s for s in plan.strays if _ours_temporary(s)]  # the interrupted episode's
         _remove([s for s in plan.strays if s not in videos])
         if keep_partial:
             _keep(root, videos, report)
         _remove(videos)
+        with _room(root):
+            chunks.finish_all(root / "videos")  # as finalize() leaves them: ordinary MP4s
         shutil.rmtree(root / WORK, ignore_errors=True)  # the journal goes last
         with_dir = [root / t for t in TRACKED if (root / t).is_dir()]
         for d in [root, *with_dir]:
             fsync(d)
     return report
+
+
+@contextlib.contextmanager
+def _room(root: Path) -> Iterator[None]:
+    """A full disk while repairing is a clear error: nothing is lost, the journal stays."""
+    try:
+        yield
+    except OSError as e:
+        if is_disk_full(e):
+            raise WriteError(
+                e.errno,
+                f"the disk is full: {root} is not repaired yet, and nothing of it is lost; free some space "
+                f"and run the repair again ({e})",
+            ) from e
+        raise
 
 
 # -- reading the journal -------------------------------------------------------------------
