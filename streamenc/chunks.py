@@ -277,10 +277,18 @@ def finish(path: Path) -> bool:
             s = src.streams.video[0]
             out = dst.add_stream_from_template(template=s, opaque=True)
             out.time_base = s.time_base
+            held, last = None, 0  # a packet lasts until the next one (fragments often say 0)
             for p in src.demux(s):
-                if p.size:
-                    p.stream = out
-                    dst.mux(p)
+                if not p.size:
+                    continue
+                if held is not None:
+                    held.duration = last = p.pts - held.pts
+                    dst.mux(held)
+                p.stream = out
+                held = p
+            if held is not None:
+                held.duration = held.duration or last
+                dst.mux(held)
         with open(tmp, "rb+") as f:
             sync(f)
         os.replace(tmp, path)

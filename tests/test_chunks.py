@@ -23,15 +23,18 @@ from streamenc.verify import decode
 H, W, FPS = 120, 160, 30
 
 
-def _episode(path: Path, first: int, n: int, size: tuple[int, int] = (H, W)) -> Path:
+def _episode(path: Path, first: int, n: int, size: tuple[int, int] = (H, W), codec: str = "libx264") -> Path:
     """An episode file as streamenc's encoders write them (fragmented MP4, a fragment per
     frame), its frames stamped first, first + 1, ..."""
     cam = SyntheticCamera(*size)
     with av.open(str(path), "w", format="mp4", options=dict(parts.CONTAINER_OPTIONS)) as c:
-        s = c.add_stream("libx264", rate=FPS)
+        s = c.add_stream(codec, rate=FPS)
         s.width, s.height, s.pix_fmt = size[1], size[0], "yuv420p"
         s.time_base = Fraction(1, FPS)
-        s.options = {"g": "2", "bf": "0", "preset": "ultrafast", "crf": "20"}
+        if codec == "libx264":
+            s.options = {"g": "2", "bf": "0", "preset": "ultrafast", "crf": "20"}
+        else:  # LeRobot's SVT-AV1 settings: its packets come out of a fragmented file with no duration
+            s.options = {"g": "2", "crf": "30", "preset": "12"}
         for i in range(n):
             f = av.VideoFrame.from_ndarray(cam.frame(first + i), format="rgb24").reformat(format="yuv420p")
             f.pts = i
@@ -162,3 +165,26 @@ def test_trim_cuts_a_chunk_back_to_its_recorded_episodes_and_the_next_append_goe
     assert _read(chunk)[0] == _expected([*EPISODES[:2], EPISODES[3]])
     with pytest.raises(chunks.Unsupported):
         chunks.trim(files[0], 0.5)  # one episode as the encoder wrote it: not an appendable chunk
+
+
+def test_finish_makes_ordinary_mp4s_of_every_layout_with_every_frame_and_timestamp(tmp_path):
+    """The appendable layout and one episode as the encoder wrote it (fragmented; a join
+    of parts, whose packets carry no duration), finished: ordinary, every frame, the same
+    timestamps; a second finish leaves the file alone."""
+    files = [_episode(tmp_path / f"ep{k}.mp4", *e) for k, e in enumerate(EPISODES)]
+    chunk = tmp_path / "file-000.mp4"
+    shutil.copy(files[0], chunk)
+    for f in files[1:]:
+        chunks.append(chunk, f)
+    joined = tmp_path / "joined.mp4"
+    parts.join([(0, _episode(tmp_path / "av1.mp4", 500, 12, codec="libsvtav1"))], joined, FPS)
+    for path, episodes in ((chunk, EPISODES), (files[0], EPISODES[:1]), (joined, [(500, 12)])):
+        before = _read(path)
+        assert not chunks.ordinary(path)
+        assert chunks.finish(path)
+        assert chunks.ordinary(path) and _read(path) == before and before[0] == _expected(episodes), path
+        data = path.read_bytes()
+        ftyp = int.from_bytes(data[:4], "big")
+        assert data[4:8] == b"ftyp" and data[ftyp + 4 : ftyp + 8] == b"moov", path  # the index first
+        mtime = path.stat().st_mtime_ns
+        assert not chunks.finish(path) and path.stat().st_mtime_ns == mtime
