@@ -223,7 +223,8 @@ def trim(chunk: Path, keep_s: float) -> int:
     state = Chunk(chunk)
     track, samples = state.track, state.track.samples
     ends = np.cumsum(samples.deltas.astype(np.int64))
-    keep = int(np.searchsorted(ends, round(keep_s * track.timescale), side="right"))
+    slack = int(np.median(samples.deltas)) // 2 if len(samples.deltas) else 0  # half a frame: float seconds
+    keep = int(np.searchsorted(ends, round(keep_s * track.timescale) + slack, side="right"))
     kept = samples.cut(keep)  # whole episodes only
     cut = len(samples.sizes) - len(kept.sizes)
     with open(chunk, "r+b") as f:

@@ -134,7 +134,9 @@ def _then_one_more(root: Path, saved: int, *, depth: bool = False, why: str = ""
     assert sorted(p.name for p in root.iterdir()) == ["data", "meta", "videos"], (SEED, why, list(root.iterdir()))
 
 
-KILL_POINTS = ["frame", "save_start", "save_data", "finish", "append", "write_info", "journal", "saved", "finalize"]
+KILL_POINTS = [
+    "frame", "save_start", "save_data", "finish", "append", "write_info", "journal", "saved", "meta_flush", "finalize",
+]  # fmt: skip
 
 
 def pytest_generate_tests(metafunc):  # noqa: D103  (points drawn once per run, from the seed)
@@ -159,6 +161,97 @@ def test_a_kill_at_any_point_loses_no_saved_episode(tmp_path, kill_at):
     assert code == 0 and again["state"] == "clean" and _files(root) == before, (SEED, why, again)
     check(root, len(saved), why=why)
     _then_one_more(root, len(saved), why=why)
+
+
+def test_a_kill_while_finalize_removes_the_journal_loses_nothing(tmp_path):
+    """The journal goes in one step (renamed away, then removed): a kill in the middle of
+    its removal leaves no journal that has lost its first entries, which a repair would
+    take for a session that saved nothing, and roll the dataset back to."""
+    root = tmp_path / "ds"
+    rc, saved, err = _run(root, "--episodes", "2", "--frames", str(FRAMES), "--kill-at", "retire:1")
+    assert rc == -signal.SIGKILL and saved == [0, 1], (SEED, err[-3000:])
+    assert not sl.recovery.needs_repair(root)
+    code, report = _repair_cli(root)
+    assert code == 0 and report["state"] == "clean" and report["episodes"] == 2, report
+    check(root, 2, why="killed while the journal went")
+    _then_one_more(root, 2, why="killed while the journal went")
+
+
+def test_a_repair_that_cannot_restore_everything_says_what_and_keeps_the_journal(tmp_path):
+    """A saved episode's video is gone (here: deleted after the crash): the repair restores
+    the rest, says what is missing, exits 1, and keeps the journal, so that a second repair
+    finds the same and a resume refuses to record on top of it."""
+    root = tmp_path / "ds"
+    rc, saved, err = _run(root, "--frames", str(FRAMES), "--kill-at", f"frame:{2 * FRAMES + 5}")
+    assert rc == -signal.SIGKILL and saved == [0, 1], (SEED, err[-3000:])
+    video = sorted(root.glob("videos/**/*.mp4"))[0]
+    video.unlink()
+    for attempt in ("first", "again"):
+        code, report = _repair_cli(root)
+        assert code == 1 and not report["ok"], (attempt, report)
+        text = " ".join(report["problems"])
+        assert f"{video.relative_to(root).as_posix()} is missing" in text and "journal stays" in text, (attempt, report)
+        assert sl.recovery.needs_repair(root), attempt
+    rc, more, err = _run(root, "--resume", "--first", "2", "--episodes", "1")
+    assert rc != 0 and more == [] and "is missing" in err, err[-3000:]
+    assert sl.recovery.needs_repair(root)
+
+
+def test_keep_partial_of_a_first_episode_keeps_it_or_says_why_not(tmp_path):
+    """A crash in the first episode of a new dataset, repaired with --keep-partial: the
+    episode is kept where LeRobot can open a dataset of no episodes to save it into, and
+    dropped with the reason where it cannot (0.4.x); the dataset is whole either way."""
+    root = tmp_path / "ds"
+    rc, saved, err = _run(root, "--frames", str(FRAMES), "--kill-at", f"frame:{FRAMES - 2}")
+    assert rc == -signal.SIGKILL and saved == [], (SEED, err[-3000:])
+    code, report = _repair_cli(root, "--keep-partial")
+    assert code == 0 and report["state"] == "repaired", report
+    assert not (root / ".streamenc").exists(), list((root / ".streamenc").rglob("*"))
+    if report["kept"]:
+        kept = int(report["kept"].split(", ")[1].split()[0])
+        assert report["episodes"] == 1 and 2 <= kept <= FRAMES - 2, report
+        check(root, 1, lengths=[kept], why="the first episode, kept")
+    else:
+        assert report["episodes"] == 0 and any("not kept: " in d for d in report["dropped"]), report
+        check(root, 0, why="the first episode, dropped")
+        kept = None
+    n = report["episodes"]
+    rc, more, err = _run(root, "--resume", "--first", str(n), "--episodes", "1")
+    assert rc == 0 and more == [n], err[-3000:]
+    check(root, n + 1, lengths=[kept, FRAMES] if kept else [FRAMES], why="then resumed")
+
+
+def test_finalize_makes_lerobots_files_durable_before_the_journal_goes(tmp_path, monkeypatch):
+    """LeRobot writes its files at finalize without syncing them; the journal, the one
+    durable copy of the session, may go only once they are synced (a power cut just after
+    finalize must find one or the other on disk)."""
+    root = tmp_path / "ds"
+    ds = LeRobotDataset.create(cr.REPO, cr.FPS, cr.features(False), root=root, **sl.codec_kwargs("libsvtav1"))
+    sl.install(ds)
+    _record_one(ds, 0)
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def logged_replace(src, dst, *a, **k):
+        events.append(("replace", str(Path(src).resolve())))
+        replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    ds.finalize()
+    monkeypatch.undo()
+    journal = str(root.resolve() / sl.recovery.JOURNAL)
+    gone = [i for i, (kind, path) in enumerate(events) if kind == "replace" and path == journal]
+    assert len(gone) == 1, ("the journal is renamed away once", events)
+    synced = {path for kind, path in events[: gone[0]] if kind == "fsync"}
+    files = [p for top in ("data", "meta") for p in (root / top).rglob("*") if p.is_file()]
+    assert files and not [str(p) for p in files if str(p.resolve()) not in synced], events
+    assert not (root / ".streamenc").exists()
+    check(root, 1, why="finalized")
 
 
 def test_a_power_cut_kills_the_encoders_too_and_the_resume_repairs_by_itself(tmp_path):

@@ -61,6 +61,8 @@ def wrap_save_episode(dataset: Any, encoder: StreamencVideoEncoder, journal: Jou
 
     def save_episode(*args: Any, **kwargs: Any) -> None:
         encoder.seal()
+        if journal is not None:
+            journal.rows.clear()  # what an earlier save that raised had written is not this episode's
         token, tap = _saving.set(dataset), _journal.set(journal)
         try:
             lerobot_save_episode(*args, **kwargs)

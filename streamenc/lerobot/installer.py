@@ -72,7 +72,8 @@ def install(
         return dataset
     # All or nothing: if a step fails, LeRobot's hook, settings and methods go back, its
     # encoder still open, ours is closed and the session's journal removed. What cannot be
-    # undone (stopping the image writer, closing LeRobot's encoder) comes last.
+    # undone (stopping the image writer, closing LeRobot's encoder) comes last. (The
+    # module-level taps of hooks.py stay: they act only inside a streamenc save_episode.)
     restore = seams.saved()
     journal = None
     try:

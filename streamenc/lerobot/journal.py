@@ -12,11 +12,13 @@ metadata row (as LeRobot buffers it) and ``info.json``, ``stats.json`` and
 ``tasks.parquet`` as they stood after the save. The file is written under a temporary
 name, synced and renamed into place: an episode is in the journal entirely or not at all.
 ``base.json``, written when the session starts, holds the same three files and the list
-of the dataset's files then. ``finalize()`` removes the journal: LeRobot's own files hold
+of the dataset's files then. ``finalize()`` removes the journal (``retire``) once LeRobot's
+own files are durable (``sync_dataset``: LeRobot writes them without syncing): they hold
 everything from then on. ``recovery.repair`` rebuilds a dataset from it.
 
-Only a few kB per episode are written twice (the rows, which LeRobot's open file holds in
-a form nothing reads until finalize); the video, which is most of the bytes, is not.
+Only the rows are written twice (a few kB per episode; more where image features embed
+their PNGs in the rows): LeRobot's open file holds them in a form nothing reads until
+finalize. The video, which is most of the bytes, is not.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..parts import fsync
 from .partial import PartialRows, rows_file
 
 JOURNAL = Path(".streamenc") / "journal"
+RETIRED = Path(".streamenc") / "retired"  # a journal on its way out: no longer a journal
 BASE = "base.json"
 VERSION = 1
 # LeRobot's v3.0 layout (the same in 0.4.x, 0.5.x and 0.6.x)
@@ -77,6 +80,37 @@ def _snapshot(root: Path) -> dict[str, str | None]:
     }
 
 
+def sync_dataset(root: Path) -> None:
+    """Make LeRobot's files durable before the journal that stands in for them goes:
+    LeRobot writes its parquet files and metadata without syncing them, so after a power
+    cut the journal's removal could be on disk and they not. Every file under data/ and
+    meta/ (a handful), and every directory of the layout, videos/ included."""
+    root = Path(root)
+    for top in TRACKED:
+        base = root / top
+        if not base.is_dir():
+            continue
+        for p in sorted(base.rglob("*"), reverse=True):  # a directory after what it holds
+            if p.is_dir() or top != "videos":
+                fsync(p)
+        fsync(base)
+    fsync(root)
+
+
+def retire(root: Path) -> None:
+    """Remove the journal in one step that a crash cannot leave half done: it is renamed
+    out of the way (and that synced) before its files go, so an interrupted removal never
+    leaves a journal missing its first episodes, which a repair would take for a session
+    that saved fewer."""
+    root = Path(root)
+    journal, retired = root / JOURNAL, root / RETIRED
+    shutil.rmtree(retired, ignore_errors=True)  # one an earlier removal left
+    if journal.is_dir():
+        os.replace(journal, retired)
+        fsync(retired.parent)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def _write_durably(path: Path, write: Any) -> None:
     """``write(tmp)``, then sync, rename over ``path`` and sync the directory."""
     tmp = path.with_name(path.name + ".tmp")
@@ -113,7 +147,10 @@ class Journal:
         ``buffer`` (a function: LeRobot's episode buffer now), the open episode's ``keys``
         are kept durable too, by a thread (``partial.PartialRows``)."""
         journal = cls(root)
+        shutil.rmtree(journal.root / RETIRED, ignore_errors=True)
         journal.dir.mkdir(parents=True, exist_ok=True)
+        fsync(journal.dir.parent)  # the new directories themselves, in their parents
+        fsync(journal.root)
         pid = os.getpid()
         base = {
             "version": VERSION,
@@ -164,7 +201,10 @@ class Journal:
                 file_index=int(_scalar(meta_row[f"videos/{key}/file_index"])),
             )
             fsync(video)
-            fsync(video.parent)
+            for d in [video.parent, *video.parent.parents]:  # videos/<key>/chunk-NNN may be new
+                fsync(d)
+                if d == self.root:
+                    break
         _write_durably(episode_file(self.root, index), lambda tmp: pq.write_table(table, tmp))
         rows_file(self.dir, index).unlink(missing_ok=True)  # its rows are in the entry now
 
@@ -172,7 +212,8 @@ class Journal:
         """The session finished cleanly (finalize): LeRobot's files hold it all now."""
         if self.partial is not None:
             self.partial.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        sync_dataset(self.root)
+        retire(self.root)
         with contextlib.suppress(OSError):
             self.dir.parent.rmdir()  # .streamenc, if nothing else is in it
 

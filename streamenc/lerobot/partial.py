@@ -52,7 +52,7 @@ class PartialRows(threading.Thread):
         self._done = 0
 
     def run(self) -> None:
-        synced, warned = 0.0, False
+        synced, warned = 0.0, ""
         while not self.stopped.wait(EVERY_S):
             try:
                 self._copy()
@@ -61,9 +61,9 @@ class PartialRows(threading.Thread):
                     os.fsync(self._file.fileno())
                     synced = 0.0
             except Exception as e:  # a full disk must not end the recording: the saved episodes are safe
-                if not warned:
+                if str(e) != warned:  # once per cause, not four times a second
                     log.warning("streamenc: the open episode's rows are not kept durable: %s", e)
-                    warned = True
+                    warned = str(e)
         if self._file is not None:
             self._file.close()
 
@@ -72,11 +72,14 @@ class PartialRows(threading.Thread):
         if buf is None:
             return
         if buf is not self._seen:  # a new episode, or the same one taken again (re-record)
+            index = int(np.asarray(buf["episode_index"]).reshape(-1)[0])
             if self._file is not None:
                 self._file.close()
-                rows_file(self.journal, self._index).unlink(missing_ok=True)
-            # (read now: save_episode turns the buffer's index into an array)
-            self._seen, self._index, self._done, self._file = buf, int(buf["episode_index"]), 0, None
+                if index == self._index:  # a retake starts over; a saved episode's rows go at its commit
+                    rows_file(self.journal, self._index).unlink(missing_ok=True)
+            self._seen, self._index, self._done, self._file = buf, index, 0, None
+        if "size" not in buf or "task" not in buf:  # save_episode is taking this buffer apart
+            return
         size = int(buf["size"])  # LeRobot counts a frame last, after every key has it
         if size <= self._done:
             return
@@ -187,11 +190,12 @@ class _Replay:
         pass
 
 
-def keep(root: Path, rows: list[dict], directories: list[Path]) -> tuple[int, str]:
+def keep(root: Path, rows: list[dict], directories: list[Path], scratch: Path) -> tuple[int, str]:
     """Save the interrupted episode of the (repaired) dataset at ``root`` through LeRobot,
     as its next episode: the frames durable in both its rows and every camera's video
-    (``directories``: its temporary video directories). Returns the frames kept, or 0
-    and why not."""
+    (``directories``: its temporary video directories). ``scratch``: where its videos are
+    cut (the journal: what a crash leaves there goes with it). Returns the frames kept,
+    or 0 and why not."""
     import json
 
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -206,7 +210,7 @@ def keep(root: Path, rows: list[dict], directories: list[Path]) -> tuple[int, st
         return 0, "it has a depth camera, whose partial video streamenc does not keep"
     if list(meta.image_keys):
         return 0, "it has image features, whose PNGs LeRobot removes"
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         whole = {}
         for key in meta.video_keys:
             whole[key] = Path(tmp) / f"{key}.whole.mp4"

@@ -5,7 +5,8 @@ would have written at ``finalize()`` for the episodes whose ``save_episode`` ret
 each data file of the session (one row group per episode, as LeRobot writes them), each
 episode-metadata file, and ``info.json``, ``stats.json`` and ``tasks.parquet`` as they
 stood after the last saved episode. Each file is written under a temporary name, synced
-and renamed; the journal goes last, so a repair interrupted in its turn runs again.
+and renamed; the journal goes once all of it is durable, so a repair interrupted in its
+turn runs again. A repair that cannot restore everything keeps the journal.
 Video chunk files are cut back to the saved episodes (``chunks.trim``); the episode that
 was being recorded is dropped, with whatever the session added for it (a file LeRobot had
 begun, temporary directories, spill files), so the episode indices have no gap. The
@@ -22,7 +23,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -35,8 +38,23 @@ from .. import chunks, liveness, spill
 from ..errors import WriteError, is_disk_full
 from ..parts import fsync
 from . import health
-from .journal import BASE, EPISODES_PATH, INFO, JOURNAL, KEY, META_KEY, STATS, TASKS, TRACKED, files_of
+from .journal import (
+    BASE,
+    EPISODES_PATH,
+    INFO,
+    JOURNAL,
+    KEY,
+    META_KEY,
+    STATS,
+    TASKS,
+    TRACKED,
+    files_of,
+    retire,
+    sync_dataset,
+)
 from .report import Report
+
+log = logging.getLogger("streamenc")
 
 WORK = JOURNAL.parent  # .streamenc: the journal and the spill files
 ENCODERS_S = 60.0  # how long a repair waits for a dead recorder's encoders to finish
@@ -51,8 +69,15 @@ def repair(root: Path, *, dry_run: bool = False, keep_partial: bool = False) -> 
     """Make ``root`` whole from its journal; only report on a dataset with none.
     ``keep_partial``: the episode the crash interrupted is kept, as an episode of its own,
     with the frames durable in both its rows and its video (``partial.keep``; this
-    imports LeRobot, which saves it)."""
+    imports LeRobot, which saves it). Two repairs of one dataset take turns."""
     root = Path(root)
+    if dry_run or not (root / JOURNAL).is_dir():
+        return _repair(root, dry_run, keep_partial)
+    with _exclusive(root) as report:
+        return report or _repair(root, dry_run, keep_partial)
+
+
+def _repair(root: Path, dry_run: bool, keep_partial: bool) -> Report:
     report = Report(str(root))
     journal = root / JOURNAL
     base_path = journal / BASE
@@ -87,21 +112,77 @@ def repair(root: Path, *, dry_run: bool = False, keep_partial: bool = False) -> 
 
         rows = len(read_rows(rows_file(journal, report.episodes)))
         report.kept = f"episode {report.episodes}: would keep up to {rows} frames (its durable rows)" if rows else ""
-    if not dry_run:
-        with _room(root):
-            _write(root, plan)
-        videos = [s for s in plan.strays if _ours_temporary(s)]  # the interrupted episode's
-        _remove([s for s in plan.strays if s not in videos])
+    if dry_run:
+        return report
+    # Each step leaves what a repair run again needs, until the journal goes: the
+    # interrupted episode's video (for keep_partial) is set aside into it, and goes with it.
+    with _room(root):
+        _write(root, plan)
+    videos = [s for s in plan.strays if _ours_temporary(s)]  # the interrupted episode's
+    _remove([s for s in plan.strays if s not in videos])
+    videos = _set_aside(root, videos)
+    if report.problems:  # what could not be restored stays on record: recording on would bury it
+        report.problems.append(f"the journal stays in {root / JOURNAL}: a repair run again finds the same")
         if keep_partial:
-            _keep(root, videos, report)
-        _remove(videos)
-        with _room(root):
-            chunks.finish_all(root / "videos")  # as finalize() leaves them: ordinary MP4s
-        shutil.rmtree(root / WORK, ignore_errors=True)  # the journal goes last
-        with_dir = [root / t for t in TRACKED if (root / t).is_dir()]
-        for d in [root, *with_dir]:
-            fsync(d)
+            report.dropped.append(f"episode {report.episodes} is not kept until the saved ones are whole")
+        return report
+    if keep_partial:
+        _keep(root, videos, plan, report)
+    with _room(root):
+        chunks.finish_all(root / "videos")  # as finalize() leaves them: ordinary MP4s (each file atomically)
+    sync_dataset(root)
+    retire(root)  # the dataset's own files hold everything now; the set-aside videos go with it
+    shutil.rmtree(root / WORK, ignore_errors=True)  # the spill files of the dead session
+    with_dir = [root / t for t in TRACKED if (root / t).is_dir()]
+    for d in [root, *with_dir]:
+        fsync(d)
     return report
+
+
+INTERRUPTED = "interrupted"  # in the journal: the interrupted episode's video directories
+
+
+def _set_aside(root: Path, directories: list[Path]) -> list[Path]:
+    """Move the interrupted episode's video directories into the journal (one rename
+    each), so that they go with it in one step, and a repair run again still finds them;
+    returns all that are there."""
+    aside = root / JOURNAL / INTERRUPTED
+    if directories:
+        aside.mkdir(exist_ok=True)
+        for d in directories:
+            os.replace(d, aside / d.name)
+        fsync(aside)
+        fsync(root)
+    return sorted(aside.iterdir()) if aside.is_dir() else []
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[Report | None]:
+    """Hold the journal (an exclusive flock on its directory) while repairing; a repair
+    that waited for another finds the journal gone, or a new session's (None: go on)."""
+    journal = root / JOURNAL
+    report = Report(str(root))
+    try:
+        fd = os.open(journal, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        deadline = time.monotonic() + ENCODERS_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    report.state = "damaged"
+                    report.problems.append(f"another repair of it has run for {ENCODERS_S:.0f} s; try again later")
+                    yield report
+                    return
+                time.sleep(0.1)
+        yield None
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -174,6 +255,7 @@ class _Plan:
     videos: dict[str, float]  # relative path -> where its saved episodes end (s)
     files: dict[str, bytes | None]  # info.json, stats.json, tasks.parquet: content (None: remove)
     strays: list[Path]
+    keep: set[str]  # the dataset's files once repaired (relative paths)
 
 
 def _plan(root: Path, base: dict, records: list[_Record], report: Report) -> _Plan:
@@ -205,12 +287,13 @@ def _plan(root: Path, base: dict, records: list[_Record], report: Report) -> _Pl
     changed = [p for p, c in files.items() if c is not None and not _same(root / p, c)]
     report.written = sorted([*data, *meta, *changed])
     report.removed = sorted(p.relative_to(root).as_posix() for p in strays)
-    unsaved = _unsaved(root, info, records, strays)
+    aside = root / JOURNAL / INTERRUPTED
+    unsaved = _unsaved(root, info, [*strays, *(sorted(aside.iterdir()) if aside.is_dir() else [])])
     if unsaved:
         report.dropped.append(unsaved)
     for path, end in videos.items():
         report.problems += _video_problems(root / path, end, records, info, path)
-    return _Plan(dict(data), dict(meta), videos, files, strays)
+    return _Plan(dict(data), dict(meta), videos, files, strays, keep)
 
 
 def _same(path: Path, content: bytes) -> bool:
@@ -234,11 +317,11 @@ def _ours_temporary(path: Path) -> bool:
     )
 
 
-def _unsaved(root: Path, info: dict, records: list[_Record], strays: list[Path]) -> str:
+def _unsaved(root: Path, info: dict, strays: list[Path]) -> str:
     """Words for the episode the crash interrupted, if anything of it is on disk."""
     index = info["total_episodes"]
     frames = [_frames_in(p) for s in strays if s.is_dir() for p in s.glob("*_streaming.mp4*")]
-    spill = any(p.is_file() and JOURNAL.name not in p.parts for p in (root / WORK).rglob("*"))
+    spill = any(p.is_file() and p.relative_to(root).parts[:2] != JOURNAL.parts for p in (root / WORK).rglob("*"))
     if not frames and not strays and not spill:
         return ""
     durable = f", {max(frames)} frames of video durable" if frames else ""
@@ -311,10 +394,12 @@ def _write(root: Path, plan: _Plan) -> None:
 
         _replace(root / rel, write_meta)
     for rel, end in plan.videos.items():
+        if not (root / rel).exists():
+            continue  # reported as a problem: nothing to cut
         try:
             chunks.trim(root / rel, end)
         except chunks.Unsupported:
-            pass  # a file in LeRobot's layout holds exactly the episodes moved or remuxed into it
+            pass  # LeRobot's own layout: it holds the episodes LeRobot moved or remuxed into it
     for rel, content in plan.files.items():
         if content is None:
             (root / rel).unlink(missing_ok=True)
@@ -330,13 +415,23 @@ def _remove(paths: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def _keep(root: Path, videos: list[Path], report: Report) -> None:
-    """``keep_partial``: the interrupted episode saved as the dataset's next one."""
+def _keep(root: Path, videos: list[Path], plan: _Plan, report: Report) -> None:
+    """``keep_partial``: the interrupted episode saved as the dataset's next one. When
+    LeRobot fails to save it, the dataset goes back to what the journal restored."""
     from .partial import keep, read_rows, rows_file
 
     index = report.episodes
     rows = read_rows(rows_file(root / JOURNAL, index))
-    frames, why = keep(root, rows, videos) if rows else (0, "none of its rows were durable")
+    try:
+        frames, why = keep(root, rows, videos, root / JOURNAL) if rows else (0, "none of its rows were durable")
+    except Exception as e:  # LeRobot's own save path failed: the episode is dropped, as by default
+        log.debug("streamenc: the interrupted episode could not be kept", exc_info=True)
+        frames, why = 0, f"LeRobot could not save it ({type(e).__name__}: {e})"
+        if index == 0:  # 0.4.x: LeRobotDataset takes a dataset of no episodes for one on the hub
+            why = "this LeRobot opens no dataset of no saved episodes to save it into"
+        with _room(root):
+            _write(root, plan)
+        _remove([root / p for p in files_of(root) if p not in plan.keep])
     report.dropped = [d for d in report.dropped if not d.startswith(f"episode {index},")]
     if frames:
         report.kept = f"episode {index}, {frames} frames (durable in both its rows and its video)"
