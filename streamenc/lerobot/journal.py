@@ -140,6 +140,7 @@ class Journal:
         self.dir = self.root / JOURNAL
         self.rows: list[Any] = []  # the data tables LeRobot wrote during the save now running
         self.partial: PartialRows | None = None
+        self.synced_dirs: set[Path] = set()  # video directories whose entries are durable already
 
     @classmethod
     def begin(cls, root: Path, episodes: int, buffer: Any = None, keys: list[str] | None = None) -> Journal:
@@ -201,10 +202,13 @@ class Journal:
                 file_index=int(_scalar(meta_row[f"videos/{key}/file_index"])),
             )
             fsync(video)
-            for d in [video.parent, *video.parent.parents]:  # videos/<key>/chunk-NNN may be new
-                fsync(d)
-                if d == self.root:
-                    break
+            fsync(video.parent)
+            if video.parent not in self.synced_dirs:  # a chunk directory new to the session: its
+                for d in video.parent.parents:  # entry, and those of any new directory above it
+                    fsync(d)
+                    if d == self.root:
+                        break
+                self.synced_dirs.add(video.parent)
         _write_durably(episode_file(self.root, index), lambda tmp: pq.write_table(table, tmp))
         rows_file(self.dir, index).unlink(missing_ok=True)  # its rows are in the entry now
 
