@@ -61,3 +61,46 @@ def _decoded_frames(path: Path) -> int:
             return sum(1 for _ in c.decode(video=0))
     except (av.error.FFmpegError, OSError, IndexError):
         return 0
+
+
+def frames_in(path: Path) -> int:
+    """The video packets in an MP4 (0: none, or it does not read)."""
+    import av
+
+    n = 0
+    try:
+        with av.open(str(path)) as c:
+            n = sum(1 for p in c.demux(video=0) if p.size)
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass
+    return n
+
+
+def video_problems(path: Path, rel: str, episodes: list[tuple[int, float, float, int]]) -> list[str]:
+    """Whether each episode (index, from, to, length) has all its frames in the video file,
+    by the file's own timestamps."""
+    if not path.exists():
+        return [f"{rel} is missing"]
+    times = _frame_times(path)
+    if times is None:
+        return [f"{rel} cannot be read"]
+    out = []
+    for index, t0, t1, length in episodes:
+        n = sum(1 for t in times if t0 - 1e-4 <= t < t1 - 1e-4)
+        if n != length:
+            out.append(f"episode {index}: {rel} holds {n} of its {length} frames")
+    return out
+
+
+def _frame_times(path: Path) -> list[float] | None:
+    import av
+
+    times = None
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            tb = s.time_base or 0
+            times = [float(p.pts * tb) for p in c.demux(s) if p.size and p.pts is not None]
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass
+    return times

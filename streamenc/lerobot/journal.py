@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ import numpy as np
 from .. import liveness
 from ..parts import fsync
 from .partial import PartialRows, rows_file
+from .report import Report
 
 JOURNAL = Path(".streamenc") / "journal"
 RETIRED = Path(".streamenc") / "retired"  # a journal on its way out: no longer a journal
@@ -109,6 +112,52 @@ def retire(root: Path) -> None:
         os.replace(journal, retired)
         fsync(retired.parent)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+INTERRUPTED = "interrupted"  # in the journal: the interrupted episode's video directories
+
+
+def set_aside(root: Path, directories: list[Path]) -> list[Path]:
+    """Move the interrupted episode's video directories into the journal (one rename
+    each), so that they go with it in one step, and a repair run again still finds them;
+    returns all that are there."""
+    aside = root / JOURNAL / INTERRUPTED
+    if directories:
+        aside.mkdir(exist_ok=True)
+        for d in directories:
+            os.replace(d, aside / d.name)
+        fsync(aside)
+        fsync(root)
+    return sorted(aside.iterdir()) if aside.is_dir() else []
+
+
+@contextlib.contextmanager
+def exclusive(root: Path, wait_s: float) -> Iterator[Report | None]:
+    """Hold the journal (an exclusive flock on its directory) while repairing; a repair
+    that waited for another finds the journal gone, or a new session's (None: go on)."""
+    journal = root / JOURNAL
+    report = Report(str(root))
+    try:
+        fd = os.open(journal, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    report.state = "damaged"
+                    report.problems.append(f"another repair of it has run for {wait_s:.0f} s; try again later")
+                    yield report
+                    return
+                time.sleep(0.1)
+        yield None
+    finally:
+        os.close(fd)
 
 
 def _write_durably(path: Path, write: Any) -> None:

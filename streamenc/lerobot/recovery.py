@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -42,14 +41,17 @@ from .journal import (
     BASE,
     EPISODES_PATH,
     INFO,
+    INTERRUPTED,
     JOURNAL,
     KEY,
     META_KEY,
     STATS,
     TASKS,
     TRACKED,
+    exclusive,
     files_of,
     retire,
+    set_aside,
     sync_dataset,
 )
 from .report import Report
@@ -73,7 +75,7 @@ def repair(root: Path, *, dry_run: bool = False, keep_partial: bool = False) -> 
     root = Path(root)
     if dry_run or not (root / JOURNAL).is_dir():
         return _repair(root, dry_run, keep_partial)
-    with _exclusive(root) as report:
+    with exclusive(root, ENCODERS_S) as report:
         return report or _repair(root, dry_run, keep_partial)
 
 
@@ -120,7 +122,7 @@ def _repair(root: Path, dry_run: bool, keep_partial: bool) -> Report:
         _write(root, plan)
     videos = [s for s in plan.strays if _ours_temporary(s)]  # the interrupted episode's
     _remove([s for s in plan.strays if s not in videos])
-    videos = _set_aside(root, videos)
+    videos = set_aside(root, videos)
     if report.problems:  # what could not be restored stays on record: recording on would bury it
         report.problems.append(f"the journal stays in {root / JOURNAL}: a repair run again finds the same")
         if keep_partial:
@@ -137,52 +139,6 @@ def _repair(root: Path, dry_run: bool, keep_partial: bool) -> Report:
     for d in [root, *with_dir]:
         fsync(d)
     return report
-
-
-INTERRUPTED = "interrupted"  # in the journal: the interrupted episode's video directories
-
-
-def _set_aside(root: Path, directories: list[Path]) -> list[Path]:
-    """Move the interrupted episode's video directories into the journal (one rename
-    each), so that they go with it in one step, and a repair run again still finds them;
-    returns all that are there."""
-    aside = root / JOURNAL / INTERRUPTED
-    if directories:
-        aside.mkdir(exist_ok=True)
-        for d in directories:
-            os.replace(d, aside / d.name)
-        fsync(aside)
-        fsync(root)
-    return sorted(aside.iterdir()) if aside.is_dir() else []
-
-
-@contextlib.contextmanager
-def _exclusive(root: Path) -> Iterator[Report | None]:
-    """Hold the journal (an exclusive flock on its directory) while repairing; a repair
-    that waited for another finds the journal gone, or a new session's (None: go on)."""
-    journal = root / JOURNAL
-    report = Report(str(root))
-    try:
-        fd = os.open(journal, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        deadline = time.monotonic() + ENCODERS_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    report.state = "damaged"
-                    report.problems.append(f"another repair of it has run for {ENCODERS_S:.0f} s; try again later")
-                    yield report
-                    return
-                time.sleep(0.1)
-        yield None
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -291,8 +247,15 @@ def _plan(root: Path, base: dict, records: list[_Record], report: Report) -> _Pl
     unsaved = _unsaved(root, info, [*strays, *(sorted(aside.iterdir()) if aside.is_dir() else [])])
     if unsaved:
         report.dropped.append(unsaved)
-    for path, end in videos.items():
-        report.problems += _video_problems(root / path, end, records, info, path)
+    for path in videos:
+        spans = [
+            (r.index, float(r.value(f"videos/{k}/from_timestamp")), float(r.value(f"videos/{k}/to_timestamp")),
+             r.value("length"))
+            for k in _video_keys(info)
+            for r in records
+            if r.video_path(info, k) == path
+        ]  # fmt: skip
+        report.problems += health.video_problems(root / path, path, spans)
     return _Plan(dict(data), dict(meta), videos, files, strays, keep)
 
 
@@ -320,57 +283,12 @@ def _ours_temporary(path: Path) -> bool:
 def _unsaved(root: Path, info: dict, strays: list[Path]) -> str:
     """Words for the episode the crash interrupted, if anything of it is on disk."""
     index = info["total_episodes"]
-    frames = [_frames_in(p) for s in strays if s.is_dir() for p in s.glob("*_streaming.mp4*")]
+    frames = [health.frames_in(p) for s in strays if s.is_dir() for p in s.glob("*_streaming.mp4*")]
     spill = any(p.is_file() and p.relative_to(root).parts[:2] != JOURNAL.parts for p in (root / WORK).rglob("*"))
     if not frames and not strays and not spill:
         return ""
     durable = f", {max(frames)} frames of video durable" if frames else ""
     return f"episode {index}, not saved when the recorder stopped{durable}"
-
-
-def _frames_in(path: Path) -> int:
-    import av
-
-    n = 0
-    try:
-        with av.open(str(path)) as c:
-            n = sum(1 for p in c.demux(video=0) if p.size)
-    except (av.error.FFmpegError, OSError, IndexError):
-        pass
-    return n
-
-
-def _video_problems(path: Path, end: float, records: list[_Record], info: dict, rel: str) -> list[str]:
-    """Whether every saved episode's frames are in the video file (by its index)."""
-    if not path.exists():
-        return [f"{rel} is missing"]
-    times = _frame_times(path)
-    if times is None:
-        return [f"{rel} cannot be read"]
-    out = []
-    for key in _video_keys(info):
-        for r in records:
-            if r.video_path(info, key) != rel:
-                continue
-            t0, t1 = float(r.value(f"videos/{key}/from_timestamp")), float(r.value(f"videos/{key}/to_timestamp"))
-            n = sum(1 for t in times if t0 - 1e-4 <= t < t1 - 1e-4)
-            if n != r.value("length"):
-                out.append(f"episode {r.index}: {rel} holds {n} of its {r.value('length')} frames")
-    return out
-
-
-def _frame_times(path: Path) -> list[float] | None:
-    import av
-
-    times = None
-    try:
-        with av.open(str(path)) as c:
-            s = c.streams.video[0]
-            tb = s.time_base or 0
-            times = [float(p.pts * tb) for p in c.demux(s) if p.size and p.pts is not None]
-    except (av.error.FFmpegError, OSError, IndexError):
-        pass
-    return times
 
 
 # -- writing -------------------------------------------------------------------------------
