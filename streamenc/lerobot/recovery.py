@@ -135,9 +135,7 @@ def _repair(root: Path, dry_run: bool, keep_partial: bool) -> Report:
     sync_dataset(root)
     retire(root)  # the dataset's own files hold everything now; the set-aside videos go with it
     shutil.rmtree(root / WORK, ignore_errors=True)  # the spill files of the dead session
-    with_dir = [root / t for t in TRACKED if (root / t).is_dir()]
-    for d in [root, *with_dir]:
-        fsync(d)
+    fsync(root)  # its entry gone (sync_dataset synced the layout's directories already)
     return report
 
 
