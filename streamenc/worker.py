@@ -42,17 +42,29 @@ class Input:
         """Frames put for this encoder that it has not taken yet (ring and spill)."""
         return self.ring.available + self.spill.available() + (self.pending is not None)
 
-    def next(self, wait: float):
-        """(episode, frame index, array, release) or None if nothing came within ``wait``."""
-        spill_next = self.spill.peek()
+    def _take_from_ring(self, wait: float) -> None:
         if self.pending is None and not self.producer_gone:
             try:
-                self.pending = self.ring.get(timeout=0 if spill_next else wait)
+                self.pending = self.ring.get(timeout=wait)
             except RingTimeout:
                 pass
             except PeerDied:
                 self.producer_gone = True
-            spill_next = spill_next or self.spill.peek()
+
+    def next(self, wait: float):
+        """(episode, frame index, array, release) or None if nothing came within ``wait``.
+
+        The recorder spills a frame only once its ring is full, so every ring frame before
+        a spill record was committed before that record appeared. A record seen first is
+        safe to merge against the ring as it is; one that appears after the ring's wait ran
+        out (a stopped or starved encoder, or frames that came just then) is looked at
+        again against the ring, which holds the frames put before it by now."""
+        spill_next = self.spill.peek()
+        self._take_from_ring(0 if spill_next else wait)
+        if spill_next is None:
+            spill_next = self.spill.peek()
+            if spill_next is not None:
+                self._take_from_ring(0)
         slot = self.pending
         if slot is not None and (spill_next is None or (slot.episode, slot.frame_index) < spill_next):
             self.pending = None

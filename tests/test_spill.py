@@ -15,8 +15,10 @@ import pytest
 from helpers import wait_for
 
 from streamenc import DiskFull, FrameRing
+from streamenc.errors import RingTimeout
 from streamenc.protocol import EncoderCounter, RecorderCounter
-from streamenc.spill import SpillWriter, read_records
+from streamenc.spill import SpillReader, SpillWriter, read_records
+from streamenc.worker import Input
 
 SHAPE = (32, 48, 3)
 
@@ -144,3 +146,45 @@ def test_float_and_strided_frames_are_converted_into_the_record(tmp_path, ring):
     frames = [frame for _, _, _, frame in read_records(w.path)]
     assert np.array_equal(frames[0], img) and np.array_equal(frames[1], img)
     w.close()
+
+
+def test_the_encoders_merge_keeps_ring_frames_that_came_while_its_wait_ran_out(tmp_path, ring):
+    """An encoder stopped or starved inside its ring wait: by the time it runs again the
+    recorder has filled the ring and spilled the next frame. The ring's frames still come
+    first (the merge once took the spilled frame, then failed on the ring's: out of order)."""
+    consumer = FrameRing.attach(ring.name)
+    writer = SpillWriter(tmp_path / "a.spill", ring)
+    reader = SpillReader(writer.path, consumer)
+    frames = Input(consumer, reader)
+    real_get, ran_out = consumer.get, []
+
+    def get(timeout=None):
+        try:
+            return real_get(timeout=timeout)
+        except RingTimeout:
+            if not ran_out:  # the wait has just run out; the recorder goes on meanwhile
+                ran_out.append(timeout)
+                for i in range(ring.slots):
+                    ring.put(_frame(i), i, 0, episode=0, frame_index=i)
+                writer.append(_frame(ring.slots), 0, ring.slots, ring.slots)
+                wait_for(lambda: ring.producer_counters[RecorderCounter.SPILL_HEAD] == 1)
+            raise
+
+    consumer.get = get
+    got = []
+    try:
+        for _ in range(50):
+            item = frames.next(0.01)
+            if item is not None:
+                _, index, array, release = item
+                assert array[0, 0, 0] == index % 251
+                got.append(index)
+                release()
+            if len(got) == ring.slots + 1:
+                break
+        assert ran_out == [0.01]
+        assert got == list(range(ring.slots + 1))
+    finally:
+        reader.close()
+        writer.close()
+        consumer.close()
