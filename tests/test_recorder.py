@@ -223,11 +223,14 @@ def test_a_camera_behind_says_how_far_what_cpu_it_got_what_helps_and_how_long_th
                 assert "of a core" in text and "frames/s" in text and "What helps" in text, text
                 assert 'vcodec="h264"' in text and 'sched="auto"' in text and "more CPU cores" in text, text
                 caplog.clear()
+
+                def estimates() -> list[str]:
+                    return [r.message for r in caplog.records if "end_episode waits for" in r.message]
+
                 with caplog.at_level("INFO", logger="streamenc"):
                     waiter.start()  # still stopped: end_episode must say how long before it waits
-                    said = lambda: any("end_episode waits for" in r.message for r in caplog.records)  # noqa: E731
-                    wait_for(said, what="the estimate")
-                estimate = next(r.message for r in caplog.records if "end_episode waits for" in r.message)
+                    wait_for(estimates, what="the estimate")
+                estimate = estimates()[0]
                 waiting = int(estimate.split("waits for ")[1].split()[0])
                 assert waiting >= 2 * FPS + 1 and " s at the " in estimate, estimate  # all it was given since
             finally:
